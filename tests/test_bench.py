@@ -1,0 +1,56 @@
+"""The benchmark machinery in quick mode: reports exist with sane fields. No timing asserts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from melodyrt.bench.cfp_bench import BUDGET_FILE, check_budget, load_budget, measured_for_budget
+from melodyrt.rt.cli import main
+
+
+def test_quick_bench_writes_reports_and_check_flags_budget(tmp_path, capsys):
+    impossible = tmp_path / "impossible.yaml"
+    impossible.write_text(yaml.safe_dump({"cfp_hop_p99_ms": 1e-9, "offline_cfp_min_x_realtime": 1e12}))
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    out = tmp_path / "bench"
+    code = main(["bench", "cfp", "--quick", "--out", str(out), "--check", "--budget", str(impossible)])
+    assert code == 1, "an impossible budget must fail --check"
+    err = capsys.readouterr().err
+    assert "over budget: cfp_hop_p99_ms" in err and "offline_cfp_min_x_realtime" in err
+    if affinity is not None:
+        assert os.sched_getaffinity(0) == affinity, "CPU pinning must be undone"
+
+    result = json.loads((out / "cfp_bench.json").read_text())
+    assert result["quick"] is True
+    for window in ("symmetric", "asymmetric"):
+        stats = result["cfp_hop"][window]
+        assert stats["n"] == 300
+        assert 0 < stats["p50_ms"] <= stats["p99_ms"] <= stats["p99.9_ms"] <= stats["max_ms"]
+    assert result["cfp_hop"]["symmetric"]["latency_samples"] == 384
+    assert result["resampler"]["latency_samples"] > 0 and result["resampler_plus_cfp"]["n"] == 300
+    assert result["offline"]["x_realtime"] > 0 and result["offline"]["frames"] == 200
+    machine = result["machine"]
+    assert machine["cpu_model"] and machine["cores_logical"] >= 1 and "numpy" in machine["libraries"]
+
+    report = (out / "cfp_bench.md").read_text()
+    assert "quick mode" in report and machine["cpu_model"] in report and "x real time" in report
+
+    generous = {key: (1e9 if not key.endswith("_min_x_realtime") else 0.0) for key in measured_for_budget(result)}
+    assert check_budget(result, generous) == []
+
+
+def test_budget_file_names_only_measured_figures():
+    budget = load_budget(BUDGET_FILE)
+    assert budget["cfp_hop_p99_ms"] == 0.3
+    fake = {
+        "cfp_hop": {w: {"p99_ms": 0.0, "p99.9_ms": 0.0} for w in ("symmetric", "asymmetric")},
+        "resampler": {"p99_ms": 0.0},
+        "resampler_plus_cfp": {"p99_ms": 0.0},
+        "offline": {"x_realtime": 1e9},
+    }
+    assert set(budget) <= set(measured_for_budget(fake))
+    assert Path(BUDGET_FILE).parent.name == "bench"

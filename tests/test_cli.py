@@ -1,0 +1,126 @@
+"""The melodyrt console script: subcommands, outputs, and one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from melodyrt.rt.cli import main
+
+SCRIPT = Path(sys.executable).parent / "melodyrt"
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    assert SCRIPT.exists(), f"console script not installed next to {sys.executable} (pip install -e .)"
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(code: int, err: str) -> None:
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("melodyrt: error: ")
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def tone_file(tmp_path) -> Path:
+    path = tmp_path / "tone.wav"
+    t = np.arange(44100) / 44100
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 220 * t), 44100)
+    return path
+
+
+def test_help_lists_subcommands_in_process(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("cfp", "demo", "bench", "version"):
+        assert command in out
+
+
+def test_console_script_help():
+    proc = run_script("--help")
+    assert proc.returncode == 0, proc.stderr
+    for command in ("cfp", "demo", "bench", "version"):
+        assert command in proc.stdout
+
+
+def test_console_script_bad_input_is_one_line(tmp_path):
+    proc = run_script("cfp", str(tmp_path / "missing.wav"))
+    assert_one_line_error(proc.returncode, proc.stderr)
+    assert "missing.wav" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cfp"],  # missing FILE
+        ["frobnicate"],  # unknown command
+        ["cfp", "x.wav", "--window", "hann"],
+        ["demo", "--rate", "12345"],
+        ["demo", "--every", "0"],
+        ["bench", "cfp", "--hops", "-3"],
+        [],
+    ],
+)
+def test_bad_arguments_are_one_line(argv, capsys, tmp_path):
+    code = main(argv)
+    assert_one_line_error(code, capsys.readouterr().err)
+
+
+def test_bad_files_are_one_line(tmp_path, capsys):
+    text = tmp_path / "text.wav"
+    text.write_text("hello")
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.zeros((8000, 2)), 8000)
+    config = tmp_path / "bad.yaml"
+    config.write_text("cfp: {window: hann}\n")
+    for argv in (["cfp", str(text)], ["cfp", str(stereo)], ["cfp", str(stereo), "--config", str(config)]):
+        assert_one_line_error(main(argv), capsys.readouterr().err)
+    main(["cfp", str(stereo)])
+    assert "--channel" in capsys.readouterr().err
+
+
+def test_cfp_writes_features_and_png(tone_file, tmp_path, capsys):
+    out = tmp_path / "feat.npy"
+    assert main(["cfp", str(tone_file), "--out", str(out), "--png", "--window", "asymmetric"]) == 0
+    frames = np.load(out)
+    assert frames.dtype == np.float32 and frames.shape == (100, 3, 360)
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "100 frames" in capsys.readouterr().out
+
+
+def test_cfp_several_files_into_a_folder(tone_file, tmp_path):
+    second = tmp_path / "second.flac"
+    sf.write(second, np.zeros(16000) + 0.01, 16000)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.zeros((8000, 2)) + 0.01, 8000)
+    folder = tmp_path / "features"
+    code = main(["cfp", str(tone_file), str(second), str(stereo), "--channel", "mix", "--out", str(folder),
+                 "--norm", "song"])
+    assert code == 0
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["second.cfp.npy", "stereo.cfp.npy", "tone.cfp.npy"]
+    song = np.load(folder / "tone.cfp.npy")
+    assert song.min() >= 0.0 and song.max() <= 1.0
+
+
+def test_demo_prints_readout_and_writes_files(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--every", "25"]) == 0
+    out = capsys.readouterr().out
+    assert "latency: resampler" in out and "within 50 cents" in out
+    assert " ok" in out  # frames whose CFP peak matches the sung note
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    assert sf.info(tmp_path / "demo.wav").samplerate == 48000
+
+
+def test_version(capsys):
+    assert main(["version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("melodyrt") and "numpy" in out and "libsoxr" in out
