@@ -1,0 +1,202 @@
+"""Size sweep of causal MF-TFA candidates against the real-time budget.
+
+For each candidate config prints: trainable parameters (with / without aux heads), MACs
+per streamed frame (convs + linears of the step), state size, onnxruntime step time
+p50/p99 on ONE thread (batch 1, >= 2000 steps after warm-up) and the torch training
+step time (forward + backward of a (6, 3, 360, 128) batch on 2 threads, fp32 and
+bf16 autocast).
+
+Usage::
+
+    python -m melodyrt.model.size_sweep                # all candidates
+    python -m melodyrt.model.size_sweep rt rt_b --steps 3000 --no-train
+
+The budget: p99 step <= ~1.0 ms (the whole pipeline has 2 ms per 10 ms hop, CFP
+included). Timings depend on machine load; the 1-minute load average is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ModelConfig, load_model_config
+from .network import MFTFA
+from .streaming import StreamingStep, export_step_onnx, ort_session
+
+
+def _rt(**over: Any) -> ModelConfig:
+    return load_model_config("rt").replace(**over)
+
+
+#: Full paper kernels (time extent 3/5/7 in every MSC, 3/5 in the TFA, 5 in the head).
+_PAPER_K = dict(msc_kernels=((3, 3), (5, 5), (7, 7)), tfa_kernels=((3, 3), (5, 5)),
+                head_kernels=((5, 5), (5, 5)), stem_channels=(8, 16), freq_window=16)
+
+#: Candidates: name -> factory (configs are built lazily so a bad one fails alone).
+CANDIDATES: dict[str, Callable[[], ModelConfig]] = {
+    # the reference size, causal (W = 128): far outside the budget, for scale
+    "paper_causal": lambda: load_model_config("paper_causal"),
+    # half-width paper topology (Res2Net scale 4 of 8-ch groups), paper kernels
+    "c16_m32_g4_n3_pk": lambda: _rt(name="c16_m32_g4_n3_pk", mid_channels=32, groups=4,
+                                    **_PAPER_K),
+    # scale 2 (one 8-ch MSC per module), paper kernels
+    "c16_m16_g2_n3_pk": lambda: _rt(name="c16_m16_g2_n3_pk", **_PAPER_K),
+    # 8 wide, 4 modules, paper kernels: fewer MACs but 8-ch convs run inefficiently
+    "c8_m16_g2_n4_pk": lambda: _rt(name="c8_m16_g2_n4_pk", channels=8, n_modules=4,
+                                   taps=(2, 3), **dict(_PAPER_K, stem_channels=(8, 8))),
+    # rt family: time extent 3 only in the first conv of each chain
+    "rt_g4": lambda: _rt(name="rt_g4", groups=4),  # 3 MSCs of 4 channels
+    "rt_w16": lambda: _rt(name="rt_w16", freq_window=16),
+    "rt_n4": lambda: _rt(name="rt_n4", n_modules=4, taps=(2, 3)),
+    # the shipped rt config
+    "rt": lambda: load_model_config("rt"),
+}
+
+
+#: Far too slow to stream: timed over 200 steps only and not trained unless asked
+#: (its training step needs ~8 GB and minutes on 2 cores).
+HEAVY = {"paper_causal"}
+
+
+# ---------------------------------------------------------------------------- measures
+def macs_per_frame(step: StreamingStep) -> int:
+    """Multiply-accumulates of one streamed frame (Conv2d + Linear), batch 1."""
+    total = 0
+
+    def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            total += out.numel() * k
+        elif isinstance(mod, nn.Linear):
+            total += out.numel() * mod.in_features
+
+    hs = [m.register_forward_hook(hook) for m in step.modules()
+          if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        step(torch.zeros(1, step.cfg.in_channels, step.cfg.n_bins), *step.initial_state(1))
+    for h in hs:
+        h.remove()
+    return total
+
+
+def ort_step_times(step: StreamingStep, steps: int = 2000, warmup: int = 200
+                   ) -> tuple[float, float, float, float]:
+    """Wall and thread-CPU ``(p50, p99, cpu_p50, cpu_p99)`` [ms] of one ORT step.
+
+    Single intra/inter-op thread, batch 1, the state fed back each step. The CPU-time
+    percentiles (``CLOCK_THREAD_CPUTIME_ID``; ORT runs on the calling thread when
+    ``intra_op_num_threads = 1``) exclude time the thread was preempted, so they
+    estimate the step cost on an idle core when other jobs load the machine.
+    """
+    with tempfile.TemporaryDirectory() as d:
+        path = export_step_onnx(step, Path(d) / "step.onnx", sidecar=False)
+        sess = ort_session(path, threads=1)
+        names = [i.name for i in sess.get_inputs()]
+        rng = np.random.default_rng(0)
+        frames = rng.random((64, 1, step.cfg.in_channels, step.cfg.n_bins), dtype=np.float32)
+        states = [s.numpy() for s in step.initial_state(1)]
+        wall, cpu = [], []
+        for i in range(warmup + steps):
+            feeds = dict(zip(names, [frames[i % 64], *states]))
+            c0 = time.thread_time_ns()
+            t0 = time.perf_counter_ns()
+            out = sess.run(None, feeds)
+            t1 = time.perf_counter_ns()
+            c1 = time.thread_time_ns()
+            states = out[1:]
+            if i >= warmup:
+                wall.append(t1 - t0)
+                cpu.append(c1 - c0)
+    w = np.asarray(wall) * 1e-6
+    c = np.asarray(cpu) * 1e-6
+    return (float(np.percentile(w, 50)), float(np.percentile(w, 99)),
+            float(np.percentile(c, 50)), float(np.percentile(c, 99)))
+
+
+def train_step_time(cfg: ModelConfig, bf16: bool, reps: int = 3, threads: int = 2,
+                    shape: tuple[int, ...] = (6, 3, 360, 128)) -> float:
+    """Median seconds of forward + backward (all heads, SD-MS-like loss) on a batch."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = MFTFA(cfg).train()
+    x = torch.rand(*shape)
+    target = torch.zeros(shape[0], cfg.n_classes, shape[-1])
+    target[:, 0] = 1.0
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss = torch.zeros(())
+        for k in ("main", "aux1", "aux2"):
+            if out[k] is not None:
+                loss = loss + nn.functional.binary_cross_entropy(
+                    out[k].float().clamp(1e-7, 1 - 1e-7), target)
+        for k in ("feat1", "feat2"):
+            loss = loss + nn.functional.mse_loss(out[k].float(), out["feat3"].float().detach())
+        loss.backward()
+        return time.perf_counter() - t0
+
+    once()  # warm-up (allocator, oneDNN primitive cache)
+    return statistics.median(once() for _ in range(reps))
+
+
+# ---------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("names", nargs="*", help=f"candidates (default all): {', '.join(CANDIDATES)}")
+    ap.add_argument("--config", action="append", default=[], help="extra YAML config path")
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--no-train", action="store_true", help="skip the training-time columns")
+    ap.add_argument("--train-reps", type=int, default=3)
+    ap.add_argument("--train-heavy", action="store_true",
+                    help=f"also time training of {sorted(HEAVY)}")
+    args = ap.parse_args(argv)
+
+    cands = {n: CANDIDATES[n] for n in (args.names or CANDIDATES)}
+    for p in args.config:
+        cands[Path(p).stem] = (lambda p=p: load_model_config(p))
+
+    print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}; torch {torch.__version__}")
+    hdr = (f"| {'config':16s} | params | no-aux | RF fr | MMAC/fr | state kf | "
+           f"ORT p50 ms | ORT p99 ms | CPU p99 ms | train fp32 s | train bf16 s |")
+    print(hdr)
+    print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
+    for name, make in cands.items():
+        cfg = make()
+        torch.manual_seed(0)
+        torch.set_num_threads(1)
+        model = MFTFA(cfg).eval()
+        step = StreamingStep(model)
+        macs = macs_per_frame(step)
+        heavy = name in HEAVY
+        p50, p99, _, c99 = ort_step_times(step, steps=min(args.steps, 200) if heavy else args.steps)
+        if args.no_train or (heavy and not args.train_heavy):
+            t32 = t16 = float("nan")
+        else:
+            t32 = train_step_time(cfg, bf16=False, reps=args.train_reps)
+            t16 = train_step_time(cfg, bf16=True, reps=args.train_reps)
+        label = name + ("*" if heavy else "")
+        print(f"| {label:16s} | {model.param_count():6d} | {model.param_count(False):6d} | "
+              f"{model.receptive_field_frames:5d} | {macs / 1e6:7.2f} | "
+              f"{step.state_numel / 1e3:8.1f} | {p50:10.3f} | {p99:10.3f} | {c99:10.3f} | "
+              f"{t32:12.2f} | {t16:12.2f} |", flush=True)
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
+    if any(n in HEAVY for n in cands):
+        print("* timed over 200 steps only; training not timed (--train-heavy)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
