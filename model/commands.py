@@ -1,0 +1,62 @@
+"""``melodyrt train`` and ``melodyrt eval``: registered through the ``melodyrt.commands``
+entry-point group, so the CLI in rt/ never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train MF-TFA with SD-MS (needs the [train] extra)",
+                       description="Train (or resume) a model. Features are cached on disk; "
+                       "interrupt at any time and run the same command again to resume.")
+    p.add_argument("--config", default="rt", help="training config name (rt, ...) or YAML path")
+    p.add_argument("--data", help="data folder (MIR-1K, ADC2004/MIREX05 or MedleyDB layout)")
+    p.add_argument("--out", help="run folder (checkpoints, history)")
+    p.add_argument("--cache", help="feature cache folder")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--ablation", choices=["all", "main", "main+aux", "main+mse"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-tracks", type=int, help="use only N tracks (smoke tests)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import train
+    from .train_config import load_train_config
+
+    cfg = load_train_config(args.config)
+    changes = {k: v for k, v in {
+        "data": args.data, "out_dir": args.out, "cache_dir": args.cache, "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch, "ablation": args.ablation, "seed": args.seed,
+    }.items() if v is not None}
+    cfg = cfg.replace(**changes)
+    state = train(cfg, resume=not args.fresh, max_tracks=args.max_tracks)
+    print(f"done: {state.epoch} epochs, best validation OA {state.best_oa:.1f} -> {Path(cfg.out_dir) / 'best.pt'}")
+    return 0
+
+
+def register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score a checkpoint on a data set (mir_eval, pooled over frames)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) from melodyrt train")
+    p.add_argument("--data", required=True, help="data folder (MIR-1K, ADC2004/MIREX05 or MedleyDB layout)")
+    p.add_argument("--variant", default=None, help="MIR-1K variant: mix0 (0 dB), voice, mixr; default mix0")
+    p.add_argument("--singers", nargs="*", help="only these singers (MIR-1K ids)")
+    p.add_argument("--cache", default=".cache/features")
+    p.add_argument("--json", help="write pooled and per-track scores here")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, args.data, variant=args.variant, singers=args.singers,
+                                 cache_dir=args.cache)
+    print(report["table"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0

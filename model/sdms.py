@@ -1,0 +1,75 @@
+"""SD-MS losses: multi-level BCE supervision plus self-distillation MSE."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .train_config import LossConfig
+
+_EPS = 1e-6
+
+
+def bce_rows(logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Per-frame BCE between the row-softmax of ``logits`` and a one-hot target.
+
+    Summed over the 361 rows and averaged over the frames where ``mask`` is 1, so the
+    supervision terms and the distillation terms have comparable scales (the reference's
+    element-wise mean is this divided by 361).
+
+    Parameters
+    ----------
+    logits : Tensor [shape=(B, 361, T)]
+    target : Tensor [shape=(B, T)] [int64] class per frame
+    mask : Tensor [shape=(B, T)] [float] 1 where the frame counts
+
+    Notes
+    -----
+    The reference applies ``BCELoss`` to softmax probabilities; written with
+    ``log_softmax`` it is the same loss without the log(0) hazard.
+    """
+    logits = logits.float()
+    logp = F.log_softmax(logits, dim=1)
+    p = logp.exp()
+    log1mp = torch.log1p(-p.clamp(max=1 - _EPS))
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 2, 1).float()
+    per = -(onehot * logp + (1 - onehot) * log1mp).sum(dim=1)  # (B, T)
+    return (per * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _standardise(x: Tensor) -> Tensor:
+    x = x.float()
+    return (x - x.mean(dim=2, keepdim=True)) / (x.std(dim=2, keepdim=True) + 1e-4)
+
+
+def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+    """MSE between (B, 1, F, T) maps, each standardised over frequency per frame.
+
+    The deepest map is a row of softmax logits (free in offset and scale) while the shallow
+    maps are ReLU outputs, so raw MSE would mostly measure scale; standardising compares
+    the shapes of the pitch profiles, which is what distillation should transfer.
+    """
+    diff = (_standardise(student) - _standardise(teacher)) ** 2
+    per = diff.mean(dim=(1, 2))
+    return (per * mask).sum() / mask.sum().clamp(min=1)
+
+
+def sdms_loss(out: dict, target: Tensor, mask: Tensor, w: LossConfig) -> tuple[Tensor, dict[str, float]]:
+    """Weighted SD-MS loss of one batch.
+
+    Returns
+    -------
+    loss : Tensor (scalar)
+    parts : dict of float
+        Each unweighted term, for logging.
+    """
+    teacher = out["feat3"].detach() if w.detach_teacher else out["feat3"]
+    terms: dict[str, Tensor] = {"main": bce_rows(out["main_logits"], target, mask)}
+    if out.get("aux1_logits") is not None:
+        terms["aux1"] = bce_rows(out["aux1_logits"], target, mask)
+        terms["aux2"] = bce_rows(out["aux2_logits"], target, mask)
+    terms["mse1"] = masked_mse(out["feat1"], teacher, mask)
+    terms["mse2"] = masked_mse(out["feat2"], teacher, mask)
+    loss = sum(getattr(w, k) * v for k, v in terms.items() if getattr(w, k) != 0.0)
+    return loss, {k: float(v.detach()) for k, v in terms.items()}
