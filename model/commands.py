@@ -60,3 +60,22 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (FP32 + FP16) with runtime metadata")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) from melodyrt train")
+    p.add_argument("--out", required=True, help="bundle folder to write (step.onnx, step.fp16.onnx, model.json)")
+    p.add_argument("--frames", type=int, default=300, help="frames of real features used to validate the export")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_bundle
+
+    meta = export_bundle(args.checkpoint, args.out, n_validate=args.frames)
+    v = meta["validation"]
+    print(f"wrote {args.out}: {meta['model_name']} {meta['model_version']}, {len(meta['states'])} states")
+    for k, val in v.items():
+        print(f"  {k}: {val}")
+    return 0

@@ -130,6 +130,7 @@ def _copy_eval(model: MFTFA) -> MFTFA:
 
 def export_step_onnx(step: StreamingStep, path: str | Path, *, opset: int = 17,
                      dynamic_batch: bool = True, metadata: Optional[Mapping[str, Any]] = None,
+                     dtype: torch.dtype = torch.float32,
                      sidecar: bool = True) -> Path:
     """Export a :class:`StreamingStep` to ONNX (static shapes except the batch axis).
 
@@ -144,6 +145,10 @@ def export_step_onnx(step: StreamingStep, path: str | Path, *, opset: int = 17,
         Make axis 0 of every input/output symbolic (``"batch"``); otherwise batch 1.
     metadata : Mapping, optional
         Extra key/values (e.g. sample rate, hop) for the model metadata and the sidecar.
+    dtype : torch.dtype
+        Element type of the example inputs; pass ``torch.float16`` with a ``step.half()``
+        to get a graph typed in FP16 end to end (I/O included), as strongly typed
+        TensorRT networks expect.
     sidecar : bool
         Also write ``<path>.json`` with names, shapes, delay and the model config.
 
@@ -161,8 +166,8 @@ def export_step_onnx(step: StreamingStep, path: str | Path, *, opset: int = 17,
     """
     path = Path(path)
     step = step.eval()
-    frame = torch.zeros(1, step.cfg.in_channels, step.cfg.n_bins)
-    states = step.initial_state(1)
+    frame = torch.zeros(1, step.cfg.in_channels, step.cfg.n_bins, dtype=dtype)
+    states = step.initial_state(1, dtype=dtype)
     in_names = ["frame"] + [f"state_in_{n}" for n in step.state_names]
     out_names = ["salience"] + [f"state_out_{n}" for n in step.state_names]
     dyn = {n: {0: "batch"} for n in in_names + out_names} if dynamic_batch else None

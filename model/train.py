@@ -197,7 +197,11 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(ckpt: dict) -> tuple[MFTFA, FeatureStats]:
     """Rebuild the network (eval mode) and its feature statistics."""
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    # Exported checkpoints drop the training-only aux heads; anything else missing is an error.
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    bad = list(unexpected) + [k for k in missing if not k.startswith("aux.")]
+    if bad:
+        raise MelodyRTError(f"checkpoint weights do not fit its model config ({', '.join(bad[:3])} ...)")
     model.eval()
     st = ckpt["stats"]
     return model, FeatureStats.from_lists(st["offset"], st["scale"])

@@ -1,0 +1,152 @@
+"""``melodyrt export``: a trained checkpoint to the bundle the runtime loads (no torch there).
+
+A bundle folder holds ``step.onnx`` (FP32, the ONNX Runtime default), ``step.fp16.onnx``
+(FP16 end to end, inputs and outputs included, for strongly typed TensorRT networks),
+``checkpoint.pt`` (weights for the torch reference backend) and ``model.json``: the
+metadata the runtime checks before it runs anything (front end, normalisation
+statistics, delay, state names and shapes, hashes) plus the export-time validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from melodyrt.rt.bundle import FORMAT, FORMAT_VERSION, METADATA_FILE, sha256_of
+from melodyrt.rt.cfp import cfp_from_signal
+from melodyrt.rt.config import CfpConfig, NormConfig, _from_mapping
+from melodyrt.rt.errors import MelodyRTError
+
+from .streaming import StreamingStep, export_step_onnx
+from .train import load_checkpoint, model_from_checkpoint
+
+MODEL_VERSION = "0.1.0"
+
+
+def validation_frames(cfp: CfpConfig, stats, n_frames: int = 300, audio: np.ndarray | None = None) -> np.ndarray:
+    """Normalised CFP frames (T, 3, 360) of real audio (default: the bundled sung melody)."""
+    if audio is None:
+        from melodyrt.rt.synth import sung_melody
+
+        audio = sung_melody(sr=cfp.sample_rate, seed=7).audio
+    frames = cfp_from_signal(np.asarray(audio, np.float32), cfp, NormConfig(mode="fixed"), stats)
+    return frames[:n_frames]
+
+
+def _ort_run(path: Path, frames: np.ndarray, states: list[np.ndarray], names: list[str]) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = []
+    st = [s.copy() for s in states]
+    for t in range(frames.shape[0]):
+        feeds = {"frame": frames[t : t + 1]} | {f"state_in_{n}": s for n, s in zip(names, st)}
+        sal, *st = sess.run(None, feeds)
+        out.append(sal[0])
+    return np.stack(out).astype(np.float32)
+
+
+@torch.no_grad()
+def _torch_run(step: StreamingStep, frames: np.ndarray, dtype: torch.dtype) -> np.ndarray:
+    x = torch.from_numpy(frames).to(dtype).permute(1, 2, 0)[None]  # (1, 3, 360, T)
+    sal, _ = step.to(dtype).run(x)
+    return sal[0].float().numpy().T
+
+
+def export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int = 300,
+                  audio: np.ndarray | None = None) -> dict[str, Any]:
+    """Export ``checkpoint`` into ``out_dir`` and validate it.
+
+    Returns
+    -------
+    dict
+        The metadata written to ``model.json``.
+
+    Raises
+    ------
+    MelodyRTError
+        When the checkpoint is not causal or the ONNX Runtime output disagrees with torch
+        beyond 1e-4 (FP32).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    model, stats = model_from_checkpoint(ckpt)
+    if not model.cfg.causal:
+        raise MelodyRTError(f"{checkpoint} holds the non-causal {model.cfg.name!r} model; only causal models stream")
+    cfp = _from_mapping(CfpConfig, ckpt["cfp_config"], "cfp.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    step = StreamingStep(model).eval()
+    fp32_path = export_step_onnx(step, out / "step.onnx", sidecar=False)
+    step16 = copy.deepcopy(step).half()
+    fp16_path = export_step_onnx(step16, out / "step.fp16.onnx", sidecar=False, dtype=torch.float16)
+    for p in (fp32_path, fp16_path):
+        onnx.checker.check_model(str(p), full_check=True)
+
+    slim = {k: v for k, v in ckpt.items() if k in ("format", "model_config", "train_config", "cfp_config", "stats")}
+    slim["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("aux.")}
+    slim["state"] = {"note": "weights only; see model.json for provenance"}
+    torch.save(slim, out / "checkpoint.pt")
+
+    frames = validation_frames(cfp, stats, n_validate, audio)
+    names = step.state_names
+    zero32 = [s.numpy() for s in step.initial_state(1)]
+    ref = _torch_run(step, frames, torch.float32)
+    ort32 = _ort_run(fp32_path, frames, zero32, names)
+    err32 = float(np.abs(ort32 - ref).max())
+    if err32 > 1e-4:
+        raise MelodyRTError(f"ONNX Runtime FP32 differs from torch by {err32:.2e} (> 1e-4): export is broken")
+    validation: dict[str, Any] = {
+        "frames": int(frames.shape[0]),
+        "features": "bundled sung melody (rt.synth)" if audio is None else "caller audio",
+        "fp32_ort_vs_torch_max_abs": err32,
+    }
+    t16 = _torch_run(copy.deepcopy(step).half(), frames, torch.float16)
+    validation["fp16_torch_half_vs_fp32_max_abs"] = float(np.abs(t16 - ref).max())
+    validation["fp16_torch_half_argmax_agreement"] = float((t16.argmax(1) == ref.argmax(1)).mean())
+    try:
+        o16 = _ort_run(fp16_path, frames.astype(np.float16), [z.astype(np.float16) for z in zero32], names)
+        validation["fp16_ort_vs_fp32_max_abs"] = float(np.abs(o16 - ref).max())
+        validation["fp16_ort_argmax_agreement"] = float((o16.argmax(1) == ref.argmax(1)).mean())
+    except Exception as exc:  # ORT's CPU provider lacks some FP16 kernels
+        validation["fp16_ort"] = f"not run: {str(exc).splitlines()[0][:200]}"
+    validation["fp16_arithmetic_note"] = (
+        "torch float16 on CPU computes in FP16 (honest FP16 arithmetic); ONNX Runtime's CPU provider may "
+        "insert casts and compute some ops in FP32, so its figure mostly reflects weight rounding"
+    )
+
+    tc = ckpt.get("train_config", {})
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_name": model.cfg.name,
+        "model_version": MODEL_VERSION,
+        "onnx": {"fp32": fp32_path.name, "fp16": fp16_path.name},
+        "sha256": {p.name: sha256_of(p) for p in (fp32_path, fp16_path, out / "checkpoint.pt")},
+        "io_dtypes": {"fp32": "float32 (all inputs and outputs)", "fp16": "float16 (all inputs and outputs)"},
+        "sample_rate": cfp.sample_rate,
+        "hop": cfp.hop,
+        "cfp": _plain(ckpt["cfp_config"]),
+        "norm": {"mode": "fixed", "offset": np.round(stats.offset, 6).tolist(), "scale": np.round(stats.scale, 6).tolist()},
+        "n_bins": 360,
+        "n_classes": 361,
+        "delay_frames": int(model.delay_frames),
+        "receptive_field_frames": int(step.receptive_field_frames),
+        "states": [{"name": n, "shape": list(s)} for n, s in step.state_specs()],
+        "model_config": model.cfg.to_dict(),
+        "trained_on": {"data": tc.get("data"), "val_singers": tc.get("val_singers"), "ablation": tc.get("ablation")},
+        "training_state": {k: ckpt.get("state", {}).get(k) for k in ("epoch", "global_step", "best_oa", "wall_seconds")},
+        "validation": validation,
+    }
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _plain(d: Any) -> Any:
+    return json.loads(json.dumps(d))
