@@ -1,0 +1,769 @@
+"""MIDI output: pitch frames to note on/off and pitch bend, on a port or into a file.
+
+Three layers, so the musical decisions are testable without a port:
+
+- :class:`MidiConfig`: frozen settings (channel, bend range, hysteresis, velocity map, MPE).
+- :class:`MidiNoteLogic`: pure state machine, ``PitchFrame`` in, ``mido.Message`` list out.
+  Used by :class:`MidiSink` (python-rtmidi port), :class:`MidiFileSink` (standard MIDI file)
+  and the OSC sink's note events.
+- :class:`MidiSink`: the port I/O. It tracks what it has really sent, so every note-on gets its
+  note-off on :meth:`MidiSink.close`, at interpreter exit (``atexit``), when garbage collected,
+  and through :func:`close_on_signals` (SIGINT/SIGTERM, installed by the CLI, never here).
+  A failing port (device gone, server stopped) marks the sink dead; it never raises into the
+  audio worker.
+
+Musical behaviour (one voice, the singer's):
+
+- A note starts after ``onset_frames`` consecutive voiced frames, on the nearest semitone of
+  the latest frame, with a velocity from the loudest of those frames.
+- While it is held, pitch bend follows the f0 continuously relative to the held note (14-bit,
+  sent before the first note of a channel and then only when the value changes, so at most
+  one message per frame).
+- It changes to a new note only when the pitch stays more than ``hysteresis_cents`` away from
+  the held note for ``change_frames`` consecutive frames, and never before the note has lasted
+  ``min_note_frames``; it ends after ``release_frames`` unvoiced frames (again not before
+  ``min_note_frames``).
+- The bend range is announced with RPN 0 (CC101=0, CC100=0, CC6=range, CC38=0, then the RPN
+  null CC101=127, CC100=127) before the first note; in MPE mode the zone is configured first
+  with the MPE Configuration Message (RPN 6 on the master channel) and every note goes to the
+  next member channel with its own bend.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import math
+import os
+import signal
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import FrameType
+from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+import mido
+
+from .errors import ConfigError, MelodyRTError
+from .frames import PitchFrame
+
+log = logging.getLogger(__name__)
+
+API_NAMES = ("auto", "alsa", "jack", "coremidi", "winmm", "dummy")
+BEND_CENTRE = 8192
+BEND_MAX = 16383
+
+
+class MidiPortError(MelodyRTError):
+    """A MIDI port or API cannot be opened (one line, listing what exists)."""
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class MidiConfig:
+    """How frames become MIDI.
+
+    Attributes
+    ----------
+    channel : int [1..16]
+        MIDI channel of the notes; in MPE mode ignored (the zone's master channel is 1 for
+        the lower zone, 16 for the upper one).
+    bend_range : int [semitones, 1..96]
+        Pitch-bend range announced with RPN 0 and used to scale the bend.
+    hysteresis_cents : float [cents]
+        Distance from the held note beyond which the pitch counts as "away".
+    change_frames : int [frames]
+        Consecutive "away" frames before the note changes.
+    onset_frames : int [frames]
+        Consecutive voiced frames before a note starts (filters blips).
+    min_note_frames : int [frames]
+        A note is neither changed nor released before it has sounded this long.
+    release_frames : int [frames]
+        Consecutive unvoiced frames that end a note (bridges short voicing drop-outs).
+    velocity_db : tuple of float [dBFS]
+        Loudness mapped to velocity 1 and 127 (linear in dB, clamped in between).
+    fixed_velocity : int or None [1..127]
+        Use this velocity instead of the loudness map.
+    min_confidence : float [0..1]
+        Voiced frames below this confidence are treated as unvoiced.
+    lowest_note, highest_note : int [MIDI note]
+        Pitches outside are treated as unvoiced.
+    mpe : bool
+        MPE mode: one member channel per note, per-note bend and pressure.
+    mpe_zone : {"lower", "upper"}
+        Lower zone: master channel 1, members 2.. ; upper zone: master 16, members ..15.
+    mpe_members : int [1..15]
+        Number of member channels in the zone (announced with RPN 6).
+    mpe_pressure : bool
+        In MPE mode, send channel pressure from the loudness map on the note's channel.
+    reannounce_s : float or None [s of stream time]
+        Resend the RPN header before a note that starts from silence when the last header is
+        older than this (for receivers that connect after the start); None: only once.
+    """
+
+    channel: int = 1
+    bend_range: int = 2
+    hysteresis_cents: float = 60.0
+    change_frames: int = 3
+    onset_frames: int = 2
+    min_note_frames: int = 5
+    release_frames: int = 2
+    velocity_db: tuple[float, float] = (-60.0, -6.0)
+    fixed_velocity: int | None = None
+    min_confidence: float = 0.0
+    lowest_note: int = 0
+    highest_note: int = 127
+    mpe: bool = False
+    mpe_zone: str = "lower"
+    mpe_members: int = 15
+    mpe_pressure: bool = True
+    reannounce_s: float | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"MIDI: {what}")
+
+        need(isinstance(self.channel, int) and 1 <= self.channel <= 16, f"channel must be 1..16, got {self.channel!r}")
+        need(isinstance(self.bend_range, int) and 1 <= self.bend_range <= 96,
+             f"bend_range must be a whole number of semitones 1..96, got {self.bend_range!r}")
+        need(self.hysteresis_cents >= 0, "hysteresis_cents must be >= 0")
+        for name in ("change_frames", "onset_frames", "min_note_frames", "release_frames"):
+            need(int(getattr(self, name)) >= 1, f"{name} must be >= 1")
+        lo, hi = self.velocity_db
+        need(hi > lo, f"velocity_db must be (low, high) with high > low, got {self.velocity_db!r}")
+        need(self.fixed_velocity is None or 1 <= self.fixed_velocity <= 127, "fixed_velocity must be 1..127")
+        need(0 <= self.lowest_note <= self.highest_note <= 127, "need 0 <= lowest_note <= highest_note <= 127")
+        need(self.mpe_zone in ("lower", "upper"), f"mpe_zone must be 'lower' or 'upper', got {self.mpe_zone!r}")
+        need(1 <= self.mpe_members <= 15, "mpe_members must be 1..15")
+        need(self.reannounce_s is None or self.reannounce_s >= 0, "reannounce_s must be >= 0 or None")
+
+    @classmethod
+    def from_settings(cls, where: str = "MIDI", **settings: Any) -> "MidiConfig":
+        """Like the constructor, but an unknown name is a one-line :class:`ConfigError`."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(names)}")
+        if isinstance(settings.get("velocity_db"), list):
+            settings["velocity_db"] = tuple(settings["velocity_db"])
+        return cls(**settings)
+
+    @property
+    def master_channel(self) -> int:
+        """Channel [1..16] of global messages (the zone's master in MPE, else ``channel``)."""
+        if not self.mpe:
+            return self.channel
+        return 1 if self.mpe_zone == "lower" else 16
+
+    @property
+    def member_channels(self) -> tuple[int, ...]:
+        """Channels [1..16] notes go to: the MPE members, or just ``channel``."""
+        if not self.mpe:
+            return (self.channel,)
+        if self.mpe_zone == "lower":
+            return tuple(range(2, 2 + self.mpe_members))
+        return tuple(range(15, 15 - self.mpe_members, -1))
+
+    def velocity(self, loudness_db: float) -> int:
+        """Note velocity [1..127] for a loudness [dBFS]; non-decreasing in loudness."""
+        if self.fixed_velocity is not None:
+            return int(self.fixed_velocity)
+        lo, hi = self.velocity_db
+        if not math.isfinite(loudness_db):
+            return 1 if loudness_db < 0 else 127
+        x = (loudness_db - lo) / (hi - lo)
+        return int(min(127, max(1, round(1 + 126 * x))))
+
+
+def _cc(channel: int, control: int, value: int) -> mido.Message:
+    return mido.Message("control_change", channel=channel - 1, control=control, value=value)
+
+
+def rpn(channel: int, number: int, msb: int, lsb: int = 0) -> list[mido.Message]:
+    """Set registered parameter ``number`` [0..16383] to ``msb``/``lsb``, then RPN null.
+
+    Parameters
+    ----------
+    channel : int [1..16]
+    number : int
+        0 = pitch-bend sensitivity (msb semitones, lsb cents), 6 = MPE configuration.
+    """
+    return [
+        _cc(channel, 101, (number >> 7) & 0x7F),
+        _cc(channel, 100, number & 0x7F),
+        _cc(channel, 6, msb),
+        _cc(channel, 38, lsb),
+        _cc(channel, 101, 127),
+        _cc(channel, 100, 127),
+    ]
+
+
+def bend_value(semitones: float, bend_range: int) -> int:
+    """14-bit pitch-bend value [0..16383] for a deviation [semitones], centre 8192, clamped."""
+    v = BEND_CENTRE + round(semitones / bend_range * BEND_CENTRE)
+    return int(min(BEND_MAX, max(0, v)))
+
+
+def hz_to_midi(f0_hz: float) -> float:
+    """Fractional MIDI note of a frequency [Hz] (A4 = 440 Hz = 69)."""
+    return 69.0 + 12.0 * math.log2(f0_hz / 440.0)
+
+
+# ---------------------------------------------------------------------------------- logic
+
+
+class MidiNoteLogic:
+    """Frames to MIDI messages, no I/O (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    config : MidiConfig, optional
+
+    Notes
+    -----
+    Call :meth:`start` once before the first :meth:`process` (or let :meth:`process` do it),
+    and :meth:`stop` at the end: it releases the held note and sends all-notes-off (CC123)
+    and reset-all-controllers (CC121) on every channel used. Messages carry 0-based
+    ``channel`` as mido does; configuration uses 1..16.
+    """
+
+    def __init__(self, config: MidiConfig | None = None) -> None:
+        self.config = config or MidiConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all state (no messages); the next frame announces the header again."""
+        self.started = False
+        self.held: int | None = None          # MIDI note sounding
+        self.held_channel = self.config.member_channels[0]
+        self.age = 0                          # frames since the held note started
+        self._voiced_run = 0                  # consecutive voiced frames (onset)
+        self._onset_db = -math.inf            # loudest frame of the onset run [dBFS]
+        self._away = 0                        # consecutive frames far from the held note
+        self._unvoiced = 0                    # consecutive unvoiced frames while held
+        self._bend: dict[int, int] = {}       # last bend sent per channel [0..16383]; none yet: unknown
+        self._pressure: dict[int, int] = {}
+        self._next_member = 0
+        self._header_time = -math.inf         # stream time of the last header [s]
+        self._used: set[int] = set()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def start(self, time_s: float = 0.0) -> list[mido.Message]:
+        """Header: MPE configuration (MPE mode) and the bend range (RPN 0) on every channel."""
+        cfg = self.config
+        out: list[mido.Message] = []
+        if cfg.mpe:
+            out += rpn(cfg.master_channel, 6, cfg.mpe_members)
+            out += rpn(cfg.master_channel, 0, 2)   # master keeps the default +-2 semitones
+        for ch in cfg.member_channels:
+            out += rpn(ch, 0, cfg.bend_range)
+        self.started = True
+        self._header_time = time_s
+        return out
+
+    def process(self, frame: PitchFrame) -> list[mido.Message]:
+        """Messages for one frame (often none)."""
+        out: list[mido.Message] = [] if self.started else self.start(frame.time)
+        cfg = self.config
+        midi = self._voiced_pitch(frame)
+        if midi is None:
+            self._voiced_run = 0
+            self._onset_db = -math.inf
+            self._away = 0
+            if self.held is not None:
+                self.age += 1
+                self._unvoiced += 1
+                if self._unvoiced >= cfg.release_frames and self.age >= cfg.min_note_frames:
+                    out += self._note_off()
+            return out
+
+        self._voiced_run += 1
+        self._onset_db = max(self._onset_db, frame.loudness_db)
+        if self.held is None:
+            if self._voiced_run >= cfg.onset_frames:
+                if cfg.reannounce_s is not None and frame.time - self._header_time >= cfg.reannounce_s:
+                    out += self.start(frame.time)
+                out += self._note_on(midi, cfg.velocity(self._onset_db), frame.loudness_db)
+            return out
+
+        self.age += 1
+        self._unvoiced = 0
+        if abs(midi - self.held) * 100.0 > cfg.hysteresis_cents:
+            self._away += 1
+        else:
+            self._away = 0
+        if self._away >= cfg.change_frames and self.age >= cfg.min_note_frames:
+            out += self._note_off()
+            out += self._note_on(midi, cfg.velocity(frame.loudness_db), frame.loudness_db)
+            return out
+        out += self._expression(midi, frame.loudness_db)
+        return out
+
+    def stop(self) -> list[mido.Message]:
+        """Release everything: note-off of the held note, then CC123 and CC121 per channel."""
+        out = self._note_off() if self.held is not None else []
+        channels = sorted(self._used | {self.config.master_channel} | set(self.config.member_channels[:1]))
+        for ch in channels:
+            out.append(_cc(ch, 123, 0))
+            out.append(_cc(ch, 121, 0))
+        started = self.started
+        self.reset()
+        self.started = started
+        return out
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _voiced_pitch(self, frame: PitchFrame) -> float | None:
+        cfg = self.config
+        if not frame.voiced or not frame.f0_hz > 0 or not math.isfinite(frame.f0_hz):
+            return None
+        if frame.confidence < cfg.min_confidence:
+            return None
+        midi = hz_to_midi(frame.f0_hz)
+        if not cfg.lowest_note - 0.5 <= midi < cfg.highest_note + 0.5:
+            return None
+        return midi
+
+    def _note_on(self, midi: float, velocity: int, loudness_db: float) -> list[mido.Message]:
+        cfg = self.config
+        note = int(round(midi))
+        if cfg.mpe:
+            members = cfg.member_channels
+            ch = members[self._next_member % len(members)]
+            self._next_member += 1
+        else:
+            ch = cfg.channel
+        self.held, self.held_channel, self.age = note, ch, 1
+        self._away = self._unvoiced = 0
+        self._used.add(ch)
+        out = self._expression(midi, loudness_db)
+        out.append(mido.Message("note_on", channel=ch - 1, note=note, velocity=velocity))
+        return out
+
+    def _note_off(self) -> list[mido.Message]:
+        assert self.held is not None
+        msg = mido.Message("note_off", channel=self.held_channel - 1, note=self.held, velocity=0)
+        self.held = None
+        self.age = self._away = self._unvoiced = 0
+        return [msg]
+
+    def _expression(self, midi: float, loudness_db: float) -> list[mido.Message]:
+        """Pitch bend (and MPE pressure) on the held note's channel, only on change."""
+        assert self.held is not None
+        cfg, ch = self.config, self.held_channel
+        out = []
+        value = bend_value(midi - self.held, cfg.bend_range)
+        if self._bend.get(ch) != value:     # the first note of a channel always sets it
+            self._bend[ch] = value
+            out.append(mido.Message("pitchwheel", channel=ch - 1, pitch=value - BEND_CENTRE))
+        if cfg.mpe and cfg.mpe_pressure and math.isfinite(loudness_db):
+            p = cfg.velocity(loudness_db)
+            if self._pressure.get(ch) != p:
+                self._pressure[ch] = p
+                out.append(mido.Message("aftertouch", channel=ch - 1, value=p))
+        return out
+
+
+def frames_to_messages(frames: Iterable[PitchFrame], config: MidiConfig | None = None) -> Iterator[tuple[float, mido.Message]]:
+    """``(time [s], message)`` pairs for a whole stream, ending with :meth:`MidiNoteLogic.stop`."""
+    logic = MidiNoteLogic(config)
+    t = 0.0
+    for frame in frames:
+        t = frame.time
+        for msg in logic.process(frame):
+            yield t, msg
+    for msg in logic.stop():
+        yield t, msg
+
+
+# ---------------------------------------------------------------------------------- file
+
+
+class MidiFileSink:
+    """Write the MIDI stream of :class:`MidiNoteLogic` into a standard MIDI file (type 0).
+
+    Parameters
+    ----------
+    path : str or Path
+        Output ``.mid``; written on :meth:`close` to a temporary file, then renamed, so a
+        crash never leaves a half-written file.
+    ticks_per_beat : int
+        Resolution; at the fixed 120 BPM tempo one second is ``2 * ticks_per_beat`` ticks.
+    **settings
+        :class:`MidiConfig` fields (channel, bend_range, ...).
+    """
+
+    latency_samples = 0
+
+    def __init__(self, path: str | Path, ticks_per_beat: int = 480, **settings: Any) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise MelodyRTError(f"{self.path}: folder {self.path.parent} does not exist")
+        self.logic = MidiNoteLogic(MidiConfig.from_settings("MIDI file", **settings))
+        self.ticks_per_beat = ticks_per_beat
+        self._events: list[tuple[float, mido.Message]] = []
+        self._last_time = 0.0
+        self._closed = False
+
+    def send(self, frame: PitchFrame) -> None:
+        """Collect the messages of one frame."""
+        if self._closed:
+            return
+        self._last_time = frame.time
+        self._events.extend((frame.time, m) for m in self.logic.process(frame))
+
+    def close(self) -> None:
+        """Release notes and write the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._events.extend((self._last_time, m) for m in self.logic.stop())
+        write_midi_file(self.path, self._events, self.ticks_per_beat)
+
+
+def write_midi_file(path: str | Path, events: Sequence[tuple[float, mido.Message]], ticks_per_beat: int = 480) -> Path:
+    """Write ``(time [s], message)`` events as a type-0 MIDI file at 120 BPM, atomically."""
+    path = Path(path)
+    mid = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat)
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
+    ticks_per_s = 2 * ticks_per_beat
+    now = 0
+    for t, msg in sorted(events, key=lambda e: e[0]):   # stable: keeps per-frame order
+        tick = max(now, int(round(max(0.0, t) * ticks_per_s)))
+        track.append(msg.copy(time=tick - now))
+        now = tick
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            mid.save(file=fh)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------- port
+
+
+def _api_id(api: str) -> int:
+    import rtmidi
+
+    ids = {
+        "auto": rtmidi.API_UNSPECIFIED, "alsa": rtmidi.API_LINUX_ALSA, "jack": rtmidi.API_UNIX_JACK,
+        "coremidi": rtmidi.API_MACOSX_CORE, "winmm": rtmidi.API_WINDOWS_MM, "dummy": rtmidi.API_RTMIDI_DUMMY,
+    }
+    if api not in ids:
+        raise MidiPortError(f"unknown MIDI api {api!r}; choose one of {', '.join(API_NAMES)}")
+    if api != "auto" and ids[api] not in rtmidi.get_compiled_api():
+        have = [n for n, i in ids.items() if i in rtmidi.get_compiled_api()]
+        raise MidiPortError(f"MIDI api {api!r} is not compiled into python-rtmidi here; available: {', '.join(have)}")
+    return ids[api]
+
+
+def list_output_ports(api: str = "auto") -> list[str]:
+    """Names of the MIDI output ports python-rtmidi sees through ``api`` (empty on failure)."""
+    import rtmidi
+
+    try:
+        out = rtmidi.MidiOut(_api_id(api), name="melodyrt-probe")
+    except Exception:   # rtmidi raises SystemError when e.g. the ALSA sequencer is missing
+        return []
+    try:
+        return list(out.get_ports())
+    finally:
+        out.delete()
+
+
+def match_port(ports: Sequence[str], wanted: str) -> int:
+    """Index of the port named ``wanted``: exact name first, else a unique substring match.
+
+    Raises
+    ------
+    MidiPortError
+        No match or several, listing the ports.
+    """
+    if wanted in ports:
+        return list(ports).index(wanted)
+    hits = [i for i, p in enumerate(ports) if wanted.lower() in p.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    listing = "; ".join(ports) if ports else "none"
+    if not hits:
+        raise MidiPortError(f"no MIDI output port matches {wanted!r}; available: {listing}")
+    raise MidiPortError(f"MIDI port {wanted!r} is ambiguous; it matches: {'; '.join(ports[i] for i in hits)}")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def _close_at_exit(ref: "weakref.ReferenceType[MidiSink]") -> None:
+    sink = ref()
+    if sink is not None:
+        sink.close()
+
+
+def _report_error(ref: "weakref.ReferenceType[MidiSink]", kind: int, message: str) -> None:
+    sink = ref()
+    if sink is not None:
+        sink._on_rtmidi_error(kind, message)
+
+
+class MidiSink:
+    """Send frames as MIDI to a python-rtmidi output port (see the module docstring).
+
+    Parameters
+    ----------
+    port_name : str or None
+        Output port to open: exact name or a unique case-insensitive substring.
+    virtual : bool
+        Create a virtual output port named ``virtual_port_name`` instead (ALSA or JACK; not on
+        Windows). Exactly one of ``port_name`` and ``virtual`` must be given.
+    api : {"auto", "alsa", "jack", "coremidi", "winmm", "dummy"}
+        MIDI API; "auto" lets RtMidi choose (ALSA on Linux desktops). "jack" uses
+        ``rtmidi.API_UNIX_JACK`` and needs a running JACK server.
+    channel : int [1..16]
+    bend_range : int [semitones]
+    client_name, virtual_port_name : str
+        Names shown to other applications.
+    reannounce_s : float or None [s]
+        See :class:`MidiConfig`; default 5 s for virtual ports (a synth is usually connected
+        after the port appears), None otherwise.
+    **settings
+        Further :class:`MidiConfig` fields (hysteresis_cents, change_frames, onset_frames,
+        min_note_frames, release_frames, velocity_db, mpe, ...).
+
+    Attributes
+    ----------
+    latency_samples : int [samples]
+        0: sending adds no audio delay (the port's own transport delay is not known here).
+    port : str
+        Name of the opened port.
+    alive : bool
+        False once the port failed; later frames are dropped.
+
+    Raises
+    ------
+    MidiPortError
+        The API cannot be opened, or no port / several ports match (message lists them).
+    """
+
+    latency_samples = 0
+
+    def __init__(
+        self,
+        port_name: str | None = None,
+        virtual: bool = False,
+        api: str = "auto",
+        channel: int = 1,
+        bend_range: int = 2,
+        *,
+        client_name: str = "melodyrt",
+        virtual_port_name: str = "melodyrt out",
+        reannounce_s: float | None | str = "auto",
+        **settings: Any,
+    ) -> None:
+        import rtmidi
+
+        if reannounce_s == "auto":
+            reannounce_s = 5.0 if virtual else None
+        self.config = MidiConfig.from_settings("MIDI", channel=channel, bend_range=bend_range, reannounce_s=reannounce_s, **settings)
+        self.logic = MidiNoteLogic(self.config)
+        self._lock = threading.RLock()
+        self._closed = False
+        self.alive = False
+        self.errors = 0
+        self._sounding: set[tuple[int, int]] = set()   # (channel 0..15, note) really sent
+        self._channels: set[int] = set()
+        self._out: Any = None
+        if (port_name is None) == (not virtual):
+            raise MidiPortError("choose one MIDI output: a port name (--midi-port NAME) or a virtual port (--virtual)")
+        api_id = _api_id(api)
+        try:
+            out = rtmidi.MidiOut(api_id, name=client_name)
+        except Exception as exc:
+            hint = " (is the JACK server running?)" if api == "jack" else (
+                " (no ALSA sequencer here? try api='jack' with a running JACK server)" if api in ("auto", "alsa") else "")
+            raise MidiPortError(f"cannot open MIDI api {api!r}: {exc}{hint}") from None
+        try:
+            if virtual:
+                out.open_virtual_port(virtual_port_name)
+                self.port = f"{client_name}:{virtual_port_name}"
+            else:
+                assert port_name is not None
+                ports = list(out.get_ports())
+                idx = match_port(ports, port_name)
+                out.open_port(idx, name=virtual_port_name)
+                self.port = ports[idx]
+        except MidiPortError:
+            out.delete()
+            raise
+        except Exception as exc:
+            out.delete()
+            raise MidiPortError(f"cannot open MIDI port {port_name or virtual_port_name!r}: {exc}") from None
+        ref = weakref.ref(self)   # no reference cycle through the port: the sink stays collectable
+        out.set_error_callback(lambda kind, message, data: _report_error(ref, kind, message))
+        self._out = out
+        self.alive = True
+        self._atexit = lambda ref=weakref.ref(self): _close_at_exit(ref)
+        atexit.register(self._atexit)
+
+    # -- Sink protocol ------------------------------------------------------------------
+
+    def send(self, frame: PitchFrame) -> None:
+        """Turn one frame into MIDI and send it; never raises (errors mark the sink dead)."""
+        with self._lock:
+            if self._closed or not self.alive:
+                return
+            try:
+                msgs = self.logic.process(frame)
+            except Exception:   # a bug must not reach the audio worker; notes are still released on close
+                self.errors += 1
+                log.exception("MIDI note logic failed on frame %s", frame.index)
+                return
+            self._emit(msgs)
+
+    def close(self) -> None:
+        """Note-off for every sounding note, then CC123 + CC121; close the port. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                atexit.unregister(self._atexit)
+            except AttributeError:
+                pass
+            if self._out is None:
+                return
+            if self.alive:
+                self._emit(self._release_messages())
+                _drain()
+            with contextlib.suppress(Exception):
+                self._out.close_port()
+            with contextlib.suppress(Exception):
+                self._out.delete()
+            self._out = None
+            self.alive = False
+
+    def panic(self) -> None:
+        """Release every sounding note and reset the controllers now; the sink stays open."""
+        with self._lock:
+            if not self._closed and self.alive:
+                self._emit(self._release_messages())
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __enter__(self) -> "MidiSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- I/O ------------------------------------------------------------------------------
+
+    def _release_messages(self) -> list[mido.Message]:
+        """Note-offs for what was really sent, then CC123 + CC121 on every channel used."""
+        msgs = [mido.Message("note_off", channel=ch, note=n, velocity=0) for ch, n in sorted(self._sounding)]
+        started = self.logic.started
+        self.logic.reset()
+        self.logic.started = started
+        cfg = self.config
+        channels = {c - 1 for c in (cfg.master_channel, cfg.member_channels[0])} | self._channels
+        for ch in sorted(channels):
+            msgs += [_cc(ch + 1, 123, 0), _cc(ch + 1, 121, 0)]
+        return msgs
+
+    def _on_rtmidi_error(self, kind: int, message: str) -> None:
+        """RtMidi's error callback (ALSA reports a failed send only here): mark the port dead."""
+        import rtmidi
+
+        if kind == rtmidi.ERRORTYPE_DEBUG_WARNING:
+            return
+        self.errors += 1
+        if self.alive:
+            self.alive = False
+            log.warning("MIDI port %s failed (%s); MIDI output stopped", getattr(self, "port", "?"), message)
+
+    def _emit(self, msgs: Sequence[mido.Message]) -> None:
+        for msg in msgs:
+            if not self.alive or self._out is None:
+                return
+            key = (getattr(msg, "channel", -1), getattr(msg, "note", -1))
+            if msg.type == "note_on" and msg.velocity > 0:
+                self._sounding.add(key)     # before sending: a release must never miss it
+            try:
+                self._out.send_message(msg.bytes())
+            except Exception as exc:        # device gone / server stopped: never raise into the worker
+                self.alive = False
+                self.errors += 1
+                log.warning("MIDI port %s failed (%s); MIDI output stopped", getattr(self, "port", "?"), exc)
+                return
+            if msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0):
+                self._sounding.discard(key)
+            if hasattr(msg, "channel"):
+                self._channels.add(msg.channel)
+
+
+def _drain(seconds: float = 0.05) -> None:
+    """Give the MIDI API time to deliver queued messages before the port closes.
+
+    RtMidi's JACK backend hands messages to the server's next process cycle; closing the port
+    at once drops the final note-offs (seen in tests without this wait). 50 ms covers JACK
+    periods up to 2048 frames at 48 kHz (43 ms).
+    """
+    threading.Event().wait(seconds)
+
+
+# ---------------------------------------------------------------------------------- signals
+
+
+@contextlib.contextmanager
+def close_on_signals(*closables: _Closable, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Close ``closables`` (sinks, chains) when SIGINT or SIGTERM arrives, then stop.
+
+    For the CLI's main thread only (Python installs signal handlers there); library code never
+    installs handlers. SIGINT then raises KeyboardInterrupt and SIGTERM ``SystemExit(143)``,
+    so the caller's own ``finally`` blocks run too. Previous handlers are restored on exit.
+
+    Examples
+    --------
+    >>> with MidiSink(virtual=True) as midi, close_on_signals(midi):   # doctest: +SKIP
+    ...     run_stream(midi)
+    """
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        for c in closables:
+            with contextlib.suppress(Exception):
+                c.close()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    for s in signals:
+        previous[s] = signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+__all__ = [
+    "MidiConfig", "MidiNoteLogic", "MidiSink", "MidiFileSink", "MidiPortError", "bend_value", "close_on_signals",
+    "frames_to_messages", "hz_to_midi", "list_output_ports", "match_port", "rpn", "write_midi_file",
+]
