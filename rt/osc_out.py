@@ -1,0 +1,216 @@
+"""OSC output over UDP: one bundle per frame, time-tagged with the time of its audio.
+
+Address space (``prefix`` defaults to ``/melodyrt``; every frame's bundle carries the first
+six messages, note events only when they happen, note-off before note-on):
+
+=========================  ======  ===================================================
+address                    types   meaning
+=========================  ======  ===================================================
+``/melodyrt/frame``        i       frame index (one per 10 ms hop)
+``/melodyrt/f0``           f       f0 [Hz], 0 when unvoiced
+``/melodyrt/midi``         f       fractional MIDI note (69.0 = A4), 0 when unvoiced
+``/melodyrt/voicing``      i       1 voiced, 0 unvoiced
+``/melodyrt/confidence``   f       0..1
+``/melodyrt/loudness``     f       input level [dBFS]
+``/melodyrt/note/on``      i i     note [0..127], velocity [1..127]
+``/melodyrt/note/off``     i       note [0..127]
+=========================  ======  ===================================================
+
+The bundle's time tag is the NTP time at which the frame's audio reached the input:
+``epoch + frame.time``, where ``epoch`` is the wall-clock time of stream sample 0 (given by
+the caller, else estimated at the first frame as ``time.time() - frame.time``, which is late
+by the pipeline's latency). Note events come from :class:`~melodyrt.rt.midi_out.MidiNoteLogic`,
+so OSC and MIDI agree on notes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import time
+from typing import Any
+
+from pythonosc.osc_bundle_builder import OscBundleBuilder
+from pythonosc.osc_message_builder import OscMessageBuilder
+
+from .errors import MelodyRTError
+from .frames import PitchFrame
+from .midi_out import MidiConfig, MidiNoteLogic, hz_to_midi
+
+log = logging.getLogger(__name__)
+
+
+class OscTargetError(MelodyRTError):
+    """The OSC target cannot be used (bad port, unresolvable host, no socket)."""
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (IPv6 as ``[::1]:PORT``) to ``(host, port)``.
+
+    Raises
+    ------
+    OscTargetError
+        Not of that form.
+    """
+    host, sep, port = target.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit():
+        raise OscTargetError(f"OSC target must be HOST:PORT (e.g. 127.0.0.1:9000), got {target!r}")
+    return host, int(port)
+
+
+def _message(address: str, *args: tuple[Any, str]) -> Any:
+    b = OscMessageBuilder(address=address)
+    for value, kind in args:
+        b.add_arg(value, kind)
+    return b.build()
+
+
+class OscSink:
+    """Send each frame as an OSC bundle over UDP (address space in the module docstring).
+
+    Parameters
+    ----------
+    host : str
+        Target host name or address (IPv4 or IPv6).
+    port : int
+        Target UDP port [1..65535].
+    prefix : str
+        Address prefix, default ``/melodyrt``.
+    epoch : float or None [s since the Unix epoch]
+        Wall-clock time of stream sample 0; None estimates it at the first frame.
+    allow_broadcast : bool
+        Allow a broadcast target address.
+    **note_settings
+        :class:`~melodyrt.rt.midi_out.MidiConfig` fields for the note events
+        (hysteresis_cents, onset_frames, velocity_db, ...).
+
+    Attributes
+    ----------
+    latency_samples : int [samples]
+        0 (sending adds no audio delay).
+    sent, dropped : int
+        Bundles sent, and bundles the socket refused (full buffer, network error).
+
+    Raises
+    ------
+    OscTargetError
+        Bad port, unresolvable host, or no socket for the address family.
+
+    Notes
+    -----
+    Sending to a UDP port nobody listens on is not an error (UDP has no connection); the
+    receiver may start later. The socket is non-blocking: a full send buffer drops the bundle
+    rather than stall the audio worker.
+    """
+
+    latency_samples = 0
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9000,
+        *,
+        prefix: str = "/melodyrt",
+        epoch: float | None = None,
+        allow_broadcast: bool = False,
+        **note_settings: Any,
+    ) -> None:
+        notes = MidiNoteLogic(MidiConfig.from_settings("OSC", **note_settings))
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise OscTargetError(f"OSC port must be 1..65535, got {port!r}")
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise OscTargetError(f"OSC prefix must start with '/' and not end with it, got {prefix!r}")
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise OscTargetError(f"cannot resolve OSC host {host!r}: {exc}") from None
+        family, stype, proto, _, addr = infos[0]
+        try:
+            sock = socket.socket(family, stype, proto)
+        except OSError as exc:
+            raise OscTargetError(f"cannot open a UDP socket for {host}:{port}: {exc}") from None
+        if allow_broadcast:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setblocking(False)
+        self.host, self.port, self.prefix = host, port, prefix
+        self.address = addr
+        self.epoch = epoch
+        self.notes = notes
+        self.sent = 0
+        self.dropped = 0
+        self._sock: socket.socket | None = sock
+        self._warned = False
+        p = prefix
+        self._addr = {k: f"{p}/{k}" for k in ("frame", "f0", "midi", "voicing", "confidence", "loudness", "note/on", "note/off")}
+
+    def bundle(self, frame: PitchFrame) -> bytes:
+        """The encoded bundle of one frame (advances the note logic)."""
+        if self.epoch is None:
+            self.epoch = time.time() - frame.time
+        voiced = bool(frame.voiced and frame.f0_hz > 0)
+        f0 = float(frame.f0_hz) if voiced else 0.0
+        a = self._addr
+        b = OscBundleBuilder(self.epoch + frame.time)  # type: ignore[arg-type]  # float seconds are fine (annotated int)
+        b.add_content(_message(a["frame"], (int(frame.index) & 0x7FFFFFFF, "i")))
+        b.add_content(_message(a["f0"], (f0, "f")))
+        b.add_content(_message(a["midi"], (hz_to_midi(f0) if voiced else 0.0, "f")))
+        b.add_content(_message(a["voicing"], (int(voiced), "i")))
+        b.add_content(_message(a["confidence"], (float(frame.confidence), "f")))
+        loud = float(frame.loudness_db)
+        b.add_content(_message(a["loudness"], (loud if math.isfinite(loud) else -200.0, "f")))
+        for m in self.notes.process(frame):
+            if m.type == "note_on":
+                b.add_content(_message(a["note/on"], (m.note, "i"), (m.velocity, "i")))
+            elif m.type == "note_off":
+                b.add_content(_message(a["note/off"], (m.note, "i")))
+        return b.build().dgram
+
+    def send(self, frame: PitchFrame) -> None:
+        """Send one frame's bundle; never raises (failures are counted in ``dropped``)."""
+        if self._sock is None:
+            return
+        try:
+            data = self.bundle(frame)
+        except Exception:
+            log.exception("OSC: cannot encode frame %s", frame.index)
+            self.dropped += 1
+            return
+        self._sendto(data)
+
+    def close(self) -> None:
+        """Send note-off for a held note (as a bundle), then close the socket. Idempotent."""
+        if self._sock is None:
+            return
+        offs = [m for m in self.notes.stop() if m.type == "note_off"]
+        if offs:
+            b = OscBundleBuilder(time.time())  # type: ignore[arg-type]
+            for m in offs:
+                b.add_content(_message(self._addr["note/off"], (m.note, "i")))
+            self._sendto(b.build().dgram)
+        self._sock.close()
+        self._sock = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_sock", None) is not None:
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def _sendto(self, data: bytes) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.sendto(data, self.address)
+            self.sent += 1
+        except ConnectionRefusedError:   # ICMP port unreachable from an earlier datagram: not an error
+            self.sent += 1
+        except OSError as exc:           # full buffer (BlockingIOError), network down, ...
+            self.dropped += 1
+            if not self._warned:
+                self._warned = True
+                log.warning("OSC: sending to %s:%s failed (%s); dropping bundles", self.host, self.port, exc)
+
+
+__all__ = ["OscSink", "OscTargetError", "parse_target"]
