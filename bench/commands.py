@@ -23,6 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--quick", action="store_true", help="a few hundred hops: checks the machinery, not the speed")
     c.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU while timing")
     c.set_defaults(func=_cfp)
+    e = kinds.add_parser("engine", help="engine step time per backend and batch (FP32 vs FP16 on ORT)")
+    e.add_argument("--model", help="exported model folder (default: the packaged model)")
+    e.add_argument("--steps", type=int, default=10000, help="timed steps at batch 1 (fewer for large batches)")
+    e.add_argument("--batches", default="1,16,64", help="comma-separated batch sizes")
+    e.add_argument("--out", default="bench-results")
+    e.add_argument("--quick", action="store_true", help="a few steps: checks the machinery, not the speed")
+    e.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
+    e.set_defaults(func=_engine)
 
 
 def _cfp(args: argparse.Namespace) -> int:
@@ -49,4 +57,21 @@ def _cfp(args: argparse.Namespace) -> int:
         if problems:
             return 1
         print("within budget")
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from melodyrt.rt.errors import MelodyRTError
+
+    from .engine_bench import pin_one_cpu, run
+
+    try:
+        batches = tuple(int(b) for b in args.batches.split(","))
+    except ValueError:
+        raise MelodyRTError(f"--batches must be comma-separated integers, got {args.batches!r}") from None
+    if not args.no_pin:
+        pin_one_cpu()
+    out = Path(args.out)
+    run(args.model, out, steps=args.steps, batches=batches, quick=args.quick)
+    print((out / "engine_bench.md").read_text())
     return 0

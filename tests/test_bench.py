@@ -54,3 +54,17 @@ def test_budget_file_names_only_measured_figures():
     }
     assert set(budget) <= set(measured_for_budget(fake))
     assert Path(BUDGET_FILE).parent.name == "bench"
+
+
+def test_engine_bench_quick_reports_every_backend(untrained_bundle, tmp_path):
+    from melodyrt.bench.engine_bench import run
+
+    result = run(str(untrained_bundle.root), tmp_path, quick=True, batches=(1, 4))
+    rows = result["rows"]
+    timed = [r for r in rows if "skipped" not in r]
+    assert {(r["backend"], r["batch"]) for r in timed} >= {("ort fp32", 1), ("ort fp32", 4)}
+    assert all(r["p50_ms"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in timed)
+    names = {r["backend"] for r in rows}
+    assert "tensorrt" in names  # measured or skipped with a reason, never silently absent
+    md = (tmp_path / "engine_bench.md").read_text()
+    assert "ort fp32" in md and result["machine"]["cpu_model"] in md
