@@ -10,7 +10,9 @@ output samples, so in streaming use (``reset=False`` per block) a plugin with la
 returns fewer samples than it is given. :class:`PedalboardProcessor` measures that deficit
 once at construction (a short run of silence through the plugin at the real block size),
 pre-fills an output FIFO with that many zeros, and reports it as ``latency_samples``
-(``latency_source = "measured"``). pedalboard's own filters, gate, compressor and gain
+(``latency_source = "measured"``; checked against offline rendering for Resample and
+MP3Compressor, while GSMFullRateCompressor's streamed output is misaligned by pedalboard
+itself). pedalboard's own filters, gate, compressor and gain
 report none, so their latency is 0 (``latency_source = "none reported"``): a filter's
 group delay is not counted. A VST3's own report is kept in ``reported_latency_samples``.
 
@@ -169,18 +171,24 @@ def effect(*, sample_rate: int, block_size: int = 128, effect: str, **params: An
         Its constructor arguments (pedalboard's own names and units).
     """
     pb = _pedalboard()
-    name = effect
-    cls = getattr(pb, name, None)
-    if not isinstance(cls, type) or not issubclass(cls, pb.Plugin) or name in ("Pedalboard", "Chain", "Mix", "VST3Plugin", "ExternalPlugin"):
-        choices = sorted(n for n, c in vars(pb).items() if isinstance(c, type) and issubclass(c, pb.Plugin)
-                         and n not in ("Plugin", "Pedalboard", "Chain", "Mix", "VST3Plugin", "ExternalPlugin", "PluginContainer")
-                         and not n.startswith("_"))
-        raise ConfigError(f"unknown pedalboard effect {name!r}; available: {', '.join(choices)}")
+    effects = _builtin_effects(pb)
+    if effect not in effects:
+        raise ConfigError(f"unknown pedalboard effect {effect!r}; available: {', '.join(sorted(effects))}")
+    cls = effects[effect]
     try:
         plugin = cls(**params)
     except TypeError as exc:
-        raise ConfigError(f"pedalboard {name}: {exc}") from None
-    return PedalboardProcessor(plugin, sample_rate=sample_rate, block_size=block_size, name=name)
+        raise ConfigError(f"pedalboard {effect}: {exc}") from None
+    return PedalboardProcessor(plugin, sample_rate=sample_rate, block_size=block_size, name=effect)
+
+
+_NOT_EFFECTS = ("Plugin", "Pedalboard", "Chain", "Mix", "PluginContainer", "ExternalPlugin", "VST3Plugin", "AudioUnitPlugin")
+
+
+def _builtin_effects(pb: Any) -> dict[str, type]:
+    """pedalboard's built-in effect classes by name (containers and hosts excluded)."""
+    return {n: c for n, c in vars(pb).items()
+            if isinstance(c, type) and issubclass(c, pb.Plugin) and n not in _NOT_EFFECTS and not n.startswith("_")}
 
 
 def highpass(*, sample_rate: int, block_size: int = 128, cutoff_hz: float = 80.0, order: int = 2) -> PedalboardProcessor:
