@@ -26,7 +26,7 @@ say() { printf '\n==> %s\n' "$*"; }
 
 install_system_packages() {
     # PortAudio for sounddevice, JACK for the real-audio tests (dummy driver, no sound card).
-    local pkgs=(libportaudio2 jackd2)
+    local pkgs=(libportaudio2 jackd2 chromium)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

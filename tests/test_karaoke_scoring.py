@@ -199,8 +199,7 @@ def test_end_to_end_audio_through_the_tracker(song):
         return (0.8 * voice[:n] + 0.15 * backing[:n]).astype(np.float32)
 
     def frames(x):
-        result = transcribe_signal(x, sr)
-        return list(getattr(result, "frames", result))
+        return list(transcribe_signal(x, sr).frames)
 
     on = score_frames(song, frames(mix(0.0)))
     sharp = score_frames(song, frames(mix(100.0)))
