@@ -88,6 +88,27 @@ def test_score_file_from_audio_through_the_tracker(tmp_path, capsys):
     assert "latency" in report
 
 
+def test_score_file_audio_plumbing_with_an_untrained_model(untrained_bundle, tmp_path, capsys):
+    """The audio path of --score-file (tracker, frames, latency in the report) with an
+    untrained export: the pitches are meaningless, the plumbing is not."""
+    pytest.importorskip("melodyrt.rt.tracker", reason="the tracker (rt/tracker.py) is not there")
+    from melodyrt.rt.audio_io import write_wav
+    from melodyrt.rt.karaoke.backing import sung_voice
+
+    song = load_song(TEST_SONG)
+    sr = 16000
+    wav = write_wav(tmp_path / "sung.wav", sung_voice(sung_f0(song, sr), sr), sr)
+    args = ["karaoke", "--score-file", str(TEST_SONG), str(wav), "--model", str(untrained_bundle.root),
+            "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    sung_t = report["score"]["sung"]["t"]
+    assert abs(len(sung_t) - (song.end + 0.5) * 100) <= 2  # one frame per 10 ms of the recording
+    assert 0.0 <= sung_t[0] < 0.01  # frames describe the recording from its start: delay removed
+    assert report["source"] == "tracker" and "latency" in report
+    assert (tmp_path / "r.png").exists()
+
+
 def test_report_png_and_json(tmp_path):
     song = load_song(TEST_SONG)
     f0 = sung_f0(song, 100, vibrato_cents=10.0)

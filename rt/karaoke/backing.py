@@ -86,16 +86,20 @@ def sung_f0(song: KaraokeSong, sr: int, *, cents: float = 0.0, vibrato_cents: fl
     their written pitch), ``cents`` off, with vibrato and glides; 0 in the rests and on
     freestyle notes."""
     end = song.end + 0.5 if end_s is None else end_s
+    # Segment lengths from boundaries rounded to samples, so no rounding error accumulates.
+    def n(t: float) -> int:
+        return int(round(t * sr))
+
     notes: list[tuple[float | None, float]] = []
     t = 0.0
     for note in song.notes:
         if note.start > t:
-            notes.append((None, note.start - t))
-        midi = note.midi if note.midi is not None else None
-        notes.append(((midi + cents / 100.0) if midi is not None else None, note.end - max(t, note.start)))
+            notes.append((None, (n(note.start) - n(t)) / sr))
+        midi = (note.midi + cents / 100.0) if note.midi is not None else None
+        notes.append((midi, (n(note.end) - n(max(t, note.start))) / sr))
         t = note.end
     if end > t:
-        notes.append((None, end - t))
+        notes.append((None, (n(end) - n(t)) / sr))
     return f0_contour(notes, sr, vibrato_cents=vibrato_cents, glide_s=glide_s)
 
 
