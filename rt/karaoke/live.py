@@ -165,9 +165,10 @@ class BackingPlayer:
     Parameters
     ----------
     audio : ndarray [shape=(n, channels)] [float32] or None
-        None plays silence (the song's clock still runs from the stream).
+        None with a device plays silence (the song's clock runs from the stream); None
+        without a device opens no stream (the clock runs on the monotonic clock).
     rate : int [Hz]
-    device : dict
+    device : dict or None
         From :func:`find_output_device`.
     lead_in_s : float [s]
     duration_s : float [s]
@@ -208,6 +209,12 @@ class BackingPlayer:
         self.pos = b
 
     def start(self) -> None:
+        """Open and start the output stream; with no audio and no device, start a silent
+        clock instead (song time runs on the monotonic clock from now, after the lead-in)."""
+        if self.audio.shape[0] == 0 and self.device is None:
+            now = time.monotonic()
+            self.stamps.add(self.pos, now, now, now)  # one stamp: extrapolated from here on
+            return
         sd = sounddevice()
         dev = self.device["index"] if self.device else None
         try:
@@ -365,10 +372,13 @@ def run_live(
 
     cfg = SourceConfig(device=device, rate=rate, blocksize=blocksize)
     in_dev, in_rate = resolve_input(cfg)
-    out_dev = find_output_device(output_device)
-    out_rate = int(round(out_dev["default_samplerate"]))
-    out_channels = min(2, int(out_dev["max_output_channels"]))
-    audio = load_backing(backing, out_rate, out_channels) if backing else None
+    if backing:
+        out_dev: dict[str, Any] | None = find_output_device(output_device)
+        assert out_dev is not None
+        out_rate = int(round(out_dev["default_samplerate"]))
+        audio = load_backing(backing, out_rate, min(2, int(out_dev["max_output_channels"])))
+    else:  # nothing to play: no output stream, the song's clock starts with the session
+        out_dev, out_rate, audio = None, in_rate, None
     longest = lead_in_s + session.song.end + TAIL_S + 60.0
     player = BackingPlayer(audio, out_rate, out_dev, lead_in_s, blocksize, longest)
     tracker = Tracker(in_rate, bundle, backend)
