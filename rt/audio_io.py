@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from .config import CfpConfig
 from .errors import AudioInputError
-from .resample import resample_signal
+from .resample import check_rate, resample_signal
 
 #: A file must hold at least one analysis window [s] (768 samples at 8 kHz = 96 ms).
 MIN_DURATION_S = CfpConfig().win_length / CfpConfig().sample_rate
@@ -92,12 +92,39 @@ def load_audio(
         Which channel of a multi-channel file: an index, or ``"mix"`` for the mean of all
         channels. ``None`` accepts mono files only.
     quality : str
-        soxr quality recipe of the resampler.
+        Resampler quality recipe.
 
     Returns
     -------
     audio : ndarray [shape=(n,)] [float32]
         Sample ``i`` describes time ``i / target_rate`` of the file.
+
+    Raises
+    ------
+    AudioInputError
+        As :func:`read_audio`.
+    """
+    x, rate = read_audio(path, channel)
+    try:
+        return resample_signal(x, rate, target_rate, quality)
+    except AudioInputError as exc:
+        raise AudioInputError(f"{path}: {exc}") from None
+
+
+def read_audio(path: str | Path, channel: Channel = None) -> tuple[NDArray[np.float32], int]:
+    """Read an audio file as mono float32 at its own rate, checked for everything a user can get wrong.
+
+    Parameters
+    ----------
+    path : str or Path
+    channel : None, "mix" or int
+        See :func:`load_audio`.
+
+    Returns
+    -------
+    audio : ndarray [shape=(n,)] [float32]
+    rate : int [Hz]
+        The file's rate, one of :data:`melodyrt.rt.resample.SUPPORTED_RATES`.
 
     Raises
     ------
@@ -142,9 +169,10 @@ def load_audio(
             f"{CfpConfig().sample_rate} Hz"
         )
     try:
-        return resample_signal(x, rate, target_rate, quality)
+        rate = check_rate(rate)
     except AudioInputError as exc:
         raise AudioInputError(f"{path}: {exc}") from None
+    return x, rate
 
 
 def write_wav(path: str | Path, samples: NDArray, rate: int, subtype: str | None = None) -> Path:
