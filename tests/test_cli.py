@@ -111,13 +111,21 @@ def test_cfp_several_files_into_a_folder(tone_file, tmp_path):
     assert song.min() >= 0.0 and song.max() <= 1.0
 
 
-def test_demo_prints_readout_and_writes_files(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--every", "25"]) == 0
+def test_demo_streams_through_the_tracker_and_writes_files(tmp_path, capsys, untrained_bundle):
+    code = main(["demo", "--out", str(tmp_path), "--every", "25", "--fast", "--model", str(untrained_bundle.root)])
+    assert code == 0
     out = capsys.readouterr().out
-    assert "latency: resampler" in out and "within 50 cents" in out
-    assert " ok" in out  # frames whose CFP peak matches the sung note
+    assert "= algorithmic (in timestamps)" in out and "hop wait, worst" in out
+    assert "raw pitch accuracy" in out and "UNTRAINED" in out
+    assert len([line for line in out.splitlines() if line.strip().endswith("dBFS")]) >= 25  # the readout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.csv", "demo.mid", "demo.png", "demo.wav"]
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert sf.info(tmp_path / "demo.wav").samplerate == 48000
+    assert (tmp_path / "demo.csv").read_text().startswith("time,f0_hz,confidence\n")
+
+
+def test_demo_without_a_model_says_where_to_get_one(tmp_path, capsys):
+    assert_one_line_error(main(["demo", "--model", str(tmp_path), "--out", str(tmp_path)]), capsys.readouterr().err)
 
 
 def test_version(capsys):

@@ -1,0 +1,541 @@
+"""Live audio input: a sounddevice input stream feeding the tracker and its sinks.
+
+Threads
+-------
+- PortAudio's audio thread runs :meth:`AudioSource._callback`: it copies the block into a
+  preallocated :class:`~melodyrt.rt.ring.RingBuffer`, counts status flags and signals an
+  event. Nothing else (no allocation beyond PortAudio's own view, no I/O, no tracking).
+- A worker thread waits for the event, pulls at most one device block at a time from the
+  ring, runs :meth:`Tracker.process` and hands every frame to the sinks.
+- The caller's thread (the CLI's main thread) starts and stops everything and watches for
+  the end: a duration, :meth:`AudioSource.request_stop` (safe from a signal handler),
+  Ctrl-C, a worker error or the stream stopping by itself (device lost).
+
+Overflows reported by the device and samples dropped because the ring was full are
+counted in :class:`SourceStats` and never stop the stream. On stop every sink is closed
+(the MIDI sink sends all-notes-off in its ``close()``), even after errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import AudioInputError, MelodyRTError
+from .frames import PitchFrame, Sink
+from .resample import check_rate
+from .ring import RingBuffer
+from .tracker import LatencyReport, Tracker
+
+
+#: Python thread switch interval while a stream runs [s] (default 5 ms): how long the audio
+#: callback may wait for the worker to release the GIL.
+SWITCH_INTERVAL_S = 0.0005
+
+
+class AudioDeviceError(MelodyRTError):
+    """No usable audio input: PortAudio missing, no device matches, unsupported settings."""
+
+
+def sounddevice() -> Any:
+    """Import sounddevice, turning a missing PortAudio into one clear line."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # the wheel carries no PortAudio on Linux
+        raise AudioDeviceError(
+            f"cannot use audio devices: {exc} (Debian/Ubuntu: apt-get install libportaudio2)"
+        ) from None
+    return sd
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Audio input settings.
+
+    Attributes
+    ----------
+    device : int, str or None
+        Device index, or a case-insensitive substring of its name (``"USB"``, ``"system"``);
+        None: PortAudio's default input.
+    rate : int or None [Hz]
+        Sample rate; None: the device's default. Any of the resampler's supported rates.
+    blocksize : int [frames]
+        Frames per callback (and per tracker call).
+    channel : int
+        Input channel to track (0-based); the stream opens ``channel + 1`` channels.
+    ring_seconds : float [s]
+        Capacity of the ring between the callback and the worker.
+    latency : {"low", "high"}
+        PortAudio's suggested input latency.
+    worker_priority : int
+        SCHED_FIFO priority asked for the worker thread (Linux; 0 = leave it a normal
+        thread). Without it, on a busy machine the worker can be descheduled while it holds
+        the GIL, and the audio callback, which needs the GIL, misses its deadline (xruns).
+        Keep it below the audio server's (JACK: 10 by default). Refused when the user may
+        not use real-time scheduling (see :attr:`SourceStats.worker_realtime`), which is
+        not an error.
+    """
+
+    device: int | str | None = None
+    rate: int | None = None
+    blocksize: int = 128
+    channel: int = 0
+    ring_seconds: float = 1.0
+    latency: str = "low"
+    worker_priority: int = 5
+
+    def __post_init__(self) -> None:
+        if self.blocksize <= 0:
+            raise AudioDeviceError(f"blocksize must be positive, got {self.blocksize}")
+        if self.channel < 0:
+            raise AudioDeviceError(f"input channel must be >= 0, got {self.channel}")
+        if self.ring_seconds <= 0:
+            raise AudioDeviceError("ring_seconds must be positive")
+        if self.latency not in ("low", "high"):
+            raise AudioDeviceError(f"latency must be 'low' or 'high', got {self.latency!r}")
+        if not 0 <= self.worker_priority <= 99:
+            raise AudioDeviceError(f"worker_priority must be 0..99, got {self.worker_priority}")
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+def input_devices() -> list[dict[str, Any]]:
+    """Every device with input channels.
+
+    Returns
+    -------
+    devices : list of dict
+        ``index``, ``name``, ``hostapi`` (name), ``channels`` (inputs), ``rate`` [Hz]
+        (default), ``default`` (bool: PortAudio's default input).
+    """
+    sd = sounddevice()
+    default = sd.default.device[0]
+    try:
+        default_index = int(default) if default is not None else -1
+    except (TypeError, ValueError):
+        default_index = -1
+    apis = sd.query_hostapis()
+    out = []
+    for d in sd.query_devices():
+        if d["max_input_channels"] > 0:
+            out.append({
+                "index": int(d["index"]), "name": str(d["name"]), "hostapi": apis[d["hostapi"]]["name"],
+                "channels": int(d["max_input_channels"]), "rate": float(d["default_samplerate"]),
+                "default": int(d["index"]) == default_index,
+            })
+    return out
+
+
+def format_devices(devices: Sequence[dict[str, Any]]) -> str:
+    """One line per input device, ``*`` marking the default."""
+    if not devices:
+        return "no audio input devices (no sound card, and no JACK server running?)"
+    return "\n".join(
+        f"{'*' if d['default'] else ' '} {d['index']:>3}  {d['name']}  [{d['hostapi']}, {d['channels']} in, "
+        f"{d['rate']:g} Hz]" for d in devices
+    )
+
+
+def _brief(devices: Sequence[dict[str, Any]]) -> str:
+    return "; ".join(f"{d['index']}: {d['name']} ({d['hostapi']})" for d in devices) or "none"
+
+
+def find_input_device(spec: int | str | None) -> dict[str, Any]:
+    """The input device meant by ``spec`` (index, name substring, or None for the default).
+
+    Raises
+    ------
+    AudioDeviceError
+        One line naming the available input devices.
+    """
+    devices = input_devices()
+    if not devices:
+        raise AudioDeviceError(format_devices(devices))
+    if spec is None:
+        for d in devices:
+            if d["default"]:
+                return d
+        raise AudioDeviceError(f"no default input device; choose one with --device (inputs: {_brief(devices)})")
+    text = str(spec).strip()
+    if isinstance(spec, int) or text.isdigit():
+        for d in devices:
+            if d["index"] == int(text):
+                return d
+        raise AudioDeviceError(f"no input device with index {text} (inputs: {_brief(devices)})")
+    low = text.lower()
+    exact = [d for d in devices if d["name"].lower() == low]
+    if len(exact) == 1:
+        return exact[0]
+    found = [d for d in devices if low in f"{d['name']} {d['hostapi']}".lower()]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise AudioDeviceError(f"no input device matches {text!r} (inputs: {_brief(devices)})")
+    raise AudioDeviceError(f"{text!r} matches several input devices, use the index: {_brief(found)}")
+
+
+def resolve_input(config: SourceConfig) -> tuple[dict[str, Any], int]:
+    """Pick the device and check it can record at the rate (default: the device's).
+
+    Returns
+    -------
+    device : dict
+        As in :func:`input_devices`.
+    rate : int [Hz]
+
+    Raises
+    ------
+    AudioDeviceError
+    """
+    dev = find_input_device(config.device)
+    if config.channel >= dev["channels"]:
+        raise AudioDeviceError(f"{dev['name']} has {dev['channels']} input channel(s); channel {config.channel} requested")
+    rate = config.rate if config.rate is not None else int(round(dev["rate"]))
+    try:
+        rate = check_rate(rate, f"sample rate for {dev['name']}:")
+    except AudioInputError as exc:
+        raise AudioDeviceError(str(exc)) from None
+    sd = sounddevice()
+    try:
+        sd.check_input_settings(device=dev["index"], channels=config.channel + 1, dtype="float32", samplerate=rate)
+    except Exception as exc:  # sounddevice raises PortAudioError / ValueError
+        raise AudioDeviceError(f"{dev['name']} cannot record {config.channel + 1} channel(s) at {rate} Hz: {exc}") from None
+    return dev, rate
+
+
+# ------------------------------------------------------------------------------- source
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """Counters of a running or finished stream.
+
+    Attributes
+    ----------
+    callbacks : int
+        Audio callbacks so far.
+    status_events : int
+        Callbacks with any PortAudio status flag set.
+    overflows : int
+        Callbacks flagged ``input_overflow`` (xruns: audio lost before it reached us).
+    dropped_samples : int [samples]
+        Samples dropped because the ring was full (the worker fell behind).
+    blocks : int
+        Blocks the worker processed.
+    frames : int
+        Frames produced.
+    max_fill : int [samples]
+        Most samples waiting in the ring when the worker looked.
+    sink_errors : int
+        Exceptions raised by sinks (each sink is isolated from the others).
+    lag_mean, lag_max : float [samples]
+        ``samples fed - 1 - frame.sample`` when frames were produced: algorithmic delay plus
+        hop wait, as the tracker reports it.
+    seconds : float [s]
+        Wall-clock time since the stream started.
+    worker_realtime : bool
+        The worker thread got its real-time priority.
+    """
+
+    callbacks: int
+    status_events: int
+    overflows: int
+    dropped_samples: int
+    blocks: int
+    frames: int
+    max_fill: int
+    sink_errors: int
+    lag_mean: float
+    lag_max: float
+    seconds: float
+    worker_realtime: bool = False
+
+    @property
+    def xruns(self) -> int:
+        """Overflow callbacks plus ring drops (0 on a healthy stream)."""
+        return self.overflows + (1 if self.dropped_samples else 0)
+
+    def line(self) -> str:
+        """One-line summary."""
+        return (f"{self.frames} frames in {self.seconds:.1f} s, {self.callbacks} callbacks, "
+                f"{self.overflows} overflow(s), {self.dropped_samples} dropped sample(s), "
+                f"{self.sink_errors} sink error(s)")
+
+
+class AudioSource:
+    """A sounddevice input stream driving a :class:`Tracker` and sinks from a worker thread.
+
+    Parameters
+    ----------
+    tracker : Tracker
+        Its ``input_rate`` must be the device rate (see :func:`resolve_input`).
+    sinks : sequence of Sink
+        Receive every frame in order; closed by :meth:`stop`.
+    config : SourceConfig
+    device : dict, optional
+        From :func:`resolve_input` (default: resolved from ``config``).
+    pre : callable, optional
+        ``block -> block`` applied in the worker before the tracker (an effects chain's
+        ``process``); declare its delay to the tracker (``pre_delay_samples``).
+
+    Examples
+    --------
+    >>> dev, rate = resolve_input(SourceConfig(device="system"))   # doctest: +SKIP
+    >>> source = AudioSource(Tracker(rate), [MidiSink(virtual=True)], SourceConfig(device="system"), dev)
+    >>> source.run(seconds=10)
+    """
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        sinks: Sequence[Sink] = (),
+        config: SourceConfig | None = None,
+        device: dict[str, Any] | None = None,
+        pre: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.config = config or SourceConfig()
+        self.pre = pre
+        if device is None:
+            device, rate = resolve_input(self.config)
+            if rate != tracker.input_rate:
+                raise AudioDeviceError(f"tracker runs at {tracker.input_rate} Hz but the device records at {rate} Hz")
+        self.device = device
+        self.tracker = tracker
+        self.sinks = list(sinks)
+        self.rate = tracker.input_rate
+        cap = max(4 * self.config.blocksize, int(self.config.ring_seconds * self.rate))
+        self._ring = RingBuffer(cap, np.float32)
+        self._buf = np.zeros(self.config.blocksize, np.float32)
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._stream: Any = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._callbacks = self._status = self._overflows = 0
+        self._blocks = self._frames = self._max_fill = self._sink_errors = 0
+        self._lag_sum = 0.0
+        self._lag_max = 0.0
+        self._t0 = 0.0
+        self._switch: float | None = None
+        self._worker_rt = False
+        #: The first 16 flagged callbacks: ``(callback number, PortAudio's flags)``.
+        self.status_log: list[tuple[int, str]] = []
+        self.buffering_samples = 0.0
+
+    # ---------------------------------------------------------------- audio thread
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self._callbacks += 1
+        if status:
+            self._status += 1
+            if status.input_overflow:
+                self._overflows += 1
+            if len(self.status_log) < 16:  # rare: allocation here is acceptable
+                self.status_log.append((self._callbacks, str(status)))
+        with self._lock:
+            self._ring.write(indata[:, self.config.channel])
+        self._ready.set()
+
+    # ---------------------------------------------------------------- worker thread
+
+    def _work(self) -> None:
+        prio = self.config.worker_priority
+        if prio and hasattr(os, "sched_setscheduler"):
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))  # this thread only
+                self._worker_rt = True
+            except (OSError, ValueError):
+                pass
+        try:
+            while True:
+                self._ready.wait(0.05)
+                self._ready.clear()
+                while self._drain_one():
+                    pass
+                if self._stop.is_set():
+                    while self._drain_one():  # what arrived before the stream stopped
+                        pass
+                    return
+        except BaseException as exc:  # reported by the controlling thread
+            self._error = exc
+            self._stop.set()
+
+    def _drain_one(self) -> bool:
+        with self._lock:
+            fill = len(self._ring)
+            n = self._ring.read(self._buf)
+        if n == 0:
+            return False
+        self._max_fill = max(self._max_fill, fill)
+        block = self._buf[:n] if self.pre is None else self.pre(self._buf[:n])
+        frames = self.tracker.process(block)
+        self._blocks += 1
+        if frames:
+            self._deliver(frames)
+        return True
+
+    def _deliver(self, frames: list[PitchFrame]) -> None:
+        newest = self.tracker.samples_in - 1
+        for frame in frames:
+            lag = newest - frame.sample
+            self._lag_sum += lag
+            self._lag_max = max(self._lag_max, lag)
+            for sink in self.sinks:
+                try:
+                    sink.send(frame)
+                except Exception:
+                    self._sink_errors += 1
+        self._frames += len(frames)
+
+    # ---------------------------------------------------------------- control
+
+    @property
+    def stats(self) -> SourceStats:
+        """A snapshot of the counters."""
+        return SourceStats(
+            callbacks=self._callbacks, status_events=self._status, overflows=self._overflows,
+            dropped_samples=int(self._ring.dropped), blocks=self._blocks, frames=self._frames,
+            max_fill=self._max_fill, sink_errors=self._sink_errors,
+            lag_mean=self._lag_sum / self._frames if self._frames else 0.0, lag_max=self._lag_max,
+            seconds=time.monotonic() - self._t0 if self._t0 else 0.0, worker_realtime=self._worker_rt,
+        )
+
+    def latency(self) -> LatencyReport:
+        """The tracker's latency with this stream's block size and device buffering."""
+        return self.tracker.latency(self.config.blocksize, self.buffering_samples)
+
+    @property
+    def overflows(self) -> int:
+        """Overflow callbacks so far (cheap; for status lines)."""
+        return self._overflows
+
+    @property
+    def running(self) -> bool:
+        return self._stream is not None and not self._stop.is_set()
+
+    def start(self, warmup: bool = True) -> None:
+        """Warm the tracker up, then start the worker and open the stream.
+
+        Raises
+        ------
+        AudioDeviceError
+            The stream cannot be opened.
+        """
+        if self._stream is not None:
+            return
+        if warmup:
+            self.tracker.warmup()
+        self.tracker.reset()
+        # The callback needs the GIL; with Python's default 5 ms switch interval it can wait a
+        # whole JACK period for the worker to yield it. Restored by stop().
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL_S))
+        sd = sounddevice()
+        self._worker = threading.Thread(target=self._work, name="melodyrt-worker", daemon=True)
+        self._worker.start()
+        try:
+            stream = sd.InputStream(
+                device=self.device["index"], samplerate=self.rate, blocksize=self.config.blocksize,
+                channels=self.config.channel + 1, dtype="float32", latency=self.config.latency,
+                callback=self._callback,
+            )
+            stream.start()
+        except Exception as exc:
+            self._stop.set()
+            self._worker.join()
+            raise AudioDeviceError(f"cannot open {self.device['name']} at {self.rate} Hz: {exc}") from None
+        self._stream = stream
+        self._t0 = time.monotonic()
+        self.buffering_samples = float(stream.latency) * self.rate
+
+    def request_stop(self) -> None:
+        """Ask the stream to stop (thread- and signal-handler-safe); :meth:`run` returns soon."""
+        self._stop.set()
+        self._ready.set()
+
+    def stop(self) -> SourceStats:
+        """Stop the stream, finish the queued audio, close every sink (idempotent).
+
+        Returns
+        -------
+        SourceStats
+        """
+        self._stop.set()
+        self._ready.set()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.stop()
+            with contextlib.suppress(Exception):
+                stream.close()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
+            self._switch = None
+        if not self._closed:
+            self._closed = True
+            for sink in self.sinks:
+                with contextlib.suppress(Exception):
+                    sink.close()
+        return self.stats
+
+    def run(self, seconds: float | None = None, on_tick: Callable[["AudioSource"], None] | None = None) -> SourceStats:
+        """Start, run until ``seconds`` pass, :meth:`request_stop`, Ctrl-C or an error, then stop.
+
+        Parameters
+        ----------
+        seconds : float, optional [s]
+            Wall-clock duration (None: until stopped).
+        on_tick : callable, optional
+            Called about every 100 ms from this thread (status displays).
+
+        Returns
+        -------
+        SourceStats
+
+        Raises
+        ------
+        AudioDeviceError
+            The stream stopped by itself (device lost) or could not start.
+        Exception
+            Whatever the worker raised (after everything was stopped and closed).
+        """
+        lost = False
+        try:
+            self.start()
+            deadline = None if seconds is None else time.monotonic() + seconds
+            while not self._stop.wait(0.1):
+                if on_tick is not None:
+                    on_tick(self)
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                if self._stream is not None and not self._stream.active:
+                    lost = True
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stats = self.stop()
+        if self._error is not None:
+            raise self._error
+        if lost:
+            raise AudioDeviceError(f"audio stream from {self.device['name']} stopped by itself (device lost?); {stats.line()}")
+        return stats
+
+    def __enter__(self) -> "AudioSource":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
