@@ -272,9 +272,13 @@ def _live(args: argparse.Namespace) -> int:
     chain = None
     try:
         if args.chain:
-            from .chain import build_chain
+            from .chain import ChainSpec, build_chain
 
-            chain = build_chain(args.chain, sample_rate=rate, block_size=source_cfg.blocksize, extra_sinks=sinks)
+            spec = ChainSpec.from_yaml(args.chain)
+            if spec.source is not None:
+                raise MelodyRTError(f"{args.chain}: in 'melodyrt live' the audio device is the source; "
+                                    "remove 'source' from the chain file")
+            chain = build_chain(spec, sample_rate=rate, block_size=source_cfg.blocksize, extra_sinks=sinks)
             sinks = list(chain.sinks)
         tracker = Tracker(rate, bundle, args.backend, tracker_cfg,
                           pre_delay_samples=chain.latency_samples if chain is not None else 0)

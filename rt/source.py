@@ -267,7 +267,7 @@ class SourceStats:
         """One-line summary."""
         return (f"{self.frames} frames in {self.seconds:.1f} s, {self.callbacks} callbacks, "
                 f"{self.overflows} overflow(s), {self.dropped_samples} dropped sample(s), "
-                f"{self.sink_errors} sink error(s)")
+                f"{self.sink_errors} sink error(s), worker {'real-time' if self.worker_realtime else 'normal'} priority")
 
 
 class AudioSource:

@@ -15,7 +15,8 @@ Frame ``k`` (one per 10 ms hop) is computed when the analysis stream (8 kHz) has
 sample ``j = (k + 1) * hop - 1``. On the input timeline that sample sits at input sample
 ``j * R / 8000`` (``R`` the input rate): the hop's newest sample. The frame describes the
 audio ``D`` earlier, ``D`` the total algorithmic delay (resampler + CFP window centroid +
-model look-ahead + decoder smoothing, see :class:`LatencyReport`)::
+model look-ahead + decoder smoothing + any processing declared before the tracker with
+``pre_delay_samples``, see :class:`LatencyReport`)::
 
     frame.sample = round(j * R / 8000 - D)          [input samples]
     frame.time   = frame.sample / R                 [s]
