@@ -79,3 +79,38 @@ def _export(args: argparse.Namespace) -> int:
     for k, val in v.items():
         print(f"  {k}: {val}")
     return 0
+
+
+def register_offline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("offline", help="whole-file inference with a checkpoint (the paper's non-causal mode)",
+                       description="Run a checkpoint's full-sequence forward over whole files (for the "
+                       "non-causal paper configuration: the reference behaviour) and write CSV/MIDI/PNG.")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) from melodyrt train")
+    p.add_argument("--out-dir", required=True, help="folder for FILE.csv / .mid / .png")
+    p.add_argument("--format", default="csv", help="comma-separated: csv,mid,png")
+    p.add_argument("--channel", default=None, help="multi-channel files: 'mix' or a channel index")
+    p.set_defaults(func=_offline)
+
+
+def _offline(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from melodyrt.rt.errors import MelodyRTError
+    from melodyrt.rt.outputs import parse_formats, write_outputs
+
+    from .offline import transcribe_offline
+
+    formats = parse_formats(args.format)
+    channel = int(args.channel) if args.channel not in (None, "mix") else args.channel
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for f in tqdm(args.files, desc="offline", unit="file", disable=len(args.files) < 2):
+        try:
+            frames, duration = transcribe_offline(f, args.checkpoint, channel)
+            write_outputs(frames, out / Path(f).stem, formats, duration, title=Path(f).name)
+        except MelodyRTError as exc:
+            failed += 1
+            print(f"melodyrt: error: {exc}")
+    return 2 if failed else 0
