@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from melodyrt.rt.cfp import StreamingCFP, cfp_from_signal
 from melodyrt.rt.config import CfpConfig, NormConfig
@@ -214,8 +213,9 @@ def run(settings: BenchSettings, out_dir: Path, quick: bool = False) -> dict[str
 
 def load_budget(path: Path | None = None) -> dict[str, float]:
     """The latency budget (``bench/budget.yaml``): name -> limit."""
-    data = yaml.safe_load(Path(path or BUDGET_FILE).read_text()) or {}
-    return {k: float(v) for k, v in data.items()}
+    from .budget import load_budget as _load
+
+    return _load(path)
 
 
 def measured_for_budget(result: dict[str, Any]) -> dict[str, float]:
@@ -238,8 +238,7 @@ def check_budget(result: dict[str, Any], budget: dict[str, float]) -> list[str]:
     measured = measured_for_budget(result)
     problems = []
     for key, limit in budget.items():
-        if key not in measured:
-            problems.append(f"{key}: not measured by this benchmark")
+        if key not in measured:  # another benchmark's figure (bench/budget.py lists who measures what)
             continue
         value = measured[key]
         lower_bound = key.endswith("_min_x_realtime")

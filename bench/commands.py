@@ -11,8 +11,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``melodyrt bench`` with its benchmarks as sub-subcommands."""
     p = sub.add_parser("bench", help="measure the runtime against the latency budget",
                        description="Benchmarks of the runtime. Each writes JSON + a markdown report.")
+    p.add_argument("--check", action="store_true",
+                   help="without a BENCHMARK: run `bench latency` and check it against the budget (exit 1 when over)")
+    p.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
+    p.add_argument("--quick", action="store_true", help="with --check: a short run (checks the machinery, not the speed)")
+    p.add_argument("--model", help="exported model folder (default: the packaged model)")
+    p.add_argument("--out", default="bench-results", help="output folder (default ./bench-results)")
+    p.set_defaults(func=_bench_top)
     kinds = p.add_subparsers(dest="bench", metavar="BENCHMARK", parser_class=type(p))
-    kinds.required = True
+    kinds.required = False
+    lat = kinds.add_parser("latency", help="algorithmic latency per stage and measured compute per stage per hop",
+                           description="Algorithmic latency per stage (what each processor reports) next to measured "
+                           "compute per stage per hop (p50/p99/p99.9/max), deadline misses and jitter, on the synthetic "
+                           "sung melody at 48 kHz in 128-frame blocks fed unpaced. Writes JSON, markdown and PNG plots.")
+    lat.add_argument("--model", help="exported model folder (default: the packaged model)")
+    lat.add_argument("--backend", default="auto", choices=("auto", "ort", "tensorrt", "torch"))
+    lat.add_argument("--hops", type=int, default=12000, help="timed hops (default 12000; >= 10000 for budget figures)")
+    lat.add_argument("--rate", type=int, default=48000)
+    lat.add_argument("--blocksize", type=int, default=128)
+    lat.add_argument("--out", default="bench-results")
+    lat.add_argument("--check", action="store_true", help="print measured vs budget; exit 1 when anything is over")
+    lat.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
+    lat.add_argument("--quick", action="store_true", help="300 hops: checks the machinery, not the speed")
+    lat.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU while timing")
+    lat.set_defaults(func=_latency)
     c = kinds.add_parser("cfp", help="per-hop CFP cost, resampler cost per device block, offline speed",
                          description="Per-hop CFP cost (p50/p99/p99.9/max, one hop per call), "
                          "resampler cost per 128-frame 48 kHz block, offline CFP speed.")
@@ -75,3 +97,63 @@ def _engine(args: argparse.Namespace) -> int:
     run(args.model, out, steps=args.steps, batches=batches, quick=args.quick)
     print((out / "engine_bench.md").read_text())
     return 0
+
+
+def _budget_path(arg: str | None) -> Path | None:
+    from melodyrt.rt.errors import MelodyRTError
+
+    if arg is None:
+        return None
+    path = Path(arg)
+    if not path.is_file():
+        raise MelodyRTError(f"{path}: budget file not found")
+    return path
+
+
+def report_check(measured: dict[str, float], budget_path: Path | None, notes: list[str] | None = None,
+                 out_md: Path | None = None) -> int:
+    """Print measured vs budget (and append it to ``out_md``); 1 when anything is over."""
+    from .budget import compare, load_budget, over, table
+
+    rows = compare(measured, load_budget(budget_path))
+    text = "## Budget check (" + str(budget_path or "bench/budget.yaml") + ")\n\n" + table(rows) + "\n"
+    bad = over(rows)
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    text += "\n" + (f"{len(bad)} item(s) over budget: " + ", ".join(r.key for r in bad) if bad else "within budget") + "\n"
+    print(text)
+    if out_md is not None and out_md.is_file():
+        out_md.write_text(out_md.read_text() + "\n" + text)
+    for r in bad:
+        print(f"over budget: {r.key}: {r.measured:.4g} > {r.limit:g}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from melodyrt.rt.errors import MelodyRTError
+
+    from .latency_bench import diagnosis, measured_for_budget, run
+    from .budget import load_budget
+
+    hops = 300 if args.quick else args.hops
+    if hops <= 0:
+        raise MelodyRTError(f"--hops must be positive, got {args.hops}")
+    budget_path = _budget_path(getattr(args, "budget", None))
+    out = Path(args.out)
+    result = run(getattr(args, "model", None), out, hops=hops, rate=getattr(args, "rate", 48000),
+                 blocksize=getattr(args, "blocksize", 128), backend=getattr(args, "backend", "auto"),
+                 pin_cpu=not getattr(args, "no_pin", False), quick=args.quick)
+    print((out / "latency_bench.md").read_text())
+    print(f"wrote {out / 'latency_bench.json'}, {out / 'latency_bench.md'} and " + ", ".join(str(out / p) for p in result.get("plots", [])))
+    if not args.check:
+        return 0
+    notes = diagnosis(result, load_budget(budget_path))
+    return report_check(measured_for_budget(result), budget_path, notes, out / "latency_bench.md")
+
+
+def _bench_top(args: argparse.Namespace) -> int:
+    from melodyrt.rt.errors import MelodyRTError
+
+    if not args.check:
+        raise MelodyRTError("choose a benchmark (melodyrt bench {cfp,engine,latency,e2e,accuracy,peers,gpu}) or --check")
+    return _latency(args)
