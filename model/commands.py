@@ -22,6 +22,8 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--max-tracks", type=int, help="use only N tracks (smoke tests)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--resume-from", help="resumable checkpoint to continue from when --out has none "
+                   "(e.g. model/checkpoints/rt_last.pt)")
     p.set_defaults(func=_train)
 
 
@@ -35,7 +37,7 @@ def _train(args: argparse.Namespace) -> int:
         "steps_per_epoch": args.steps_per_epoch, "ablation": args.ablation, "seed": args.seed,
     }.items() if v is not None}
     cfg = cfg.replace(**changes)
-    state = train(cfg, resume=not args.fresh, max_tracks=args.max_tracks)
+    state = train(cfg, resume=not args.fresh, max_tracks=args.max_tracks, resume_from=args.resume_from)
     print(f"done: {state.epoch} epochs, best validation OA {state.best_oa:.1f} -> {Path(cfg.out_dir) / 'best.pt'}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +217,7 @@ def _lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_tracks: int | None = None,
-          stop_after_steps: int | None = None) -> RunState:
+          stop_after_steps: int | None = None, resume_from: str | Path | None = None) -> RunState:
     """Train (or resume) a model as ``cfg`` says.
 
     Parameters
@@ -229,6 +230,9 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
     stop_after_steps : int, optional
         Return after this many optimiser steps in this call (checkpoint written), e.g. to
         exercise resumption.
+    resume_from : path, optional
+        A resumable checkpoint (e.g. the one committed under model/checkpoints/) to start
+        from when ``out_dir`` has none yet; its normalisation statistics come with it.
     """
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -246,6 +250,15 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
     cache.build(train_t + val_t, workers=cfg.workers, progress=progress)
 
     stats_path = out / "stats.npz"
+    last = out / "last.pt"
+    if resume_from is not None and not last.exists():
+        seed_ckpt = load_checkpoint(resume_from)
+        if "optimizer" not in seed_ckpt:
+            raise MelodyRTError(f"{resume_from} holds weights only (no optimiser state): it cannot be resumed")
+        shutil.copyfile(resume_from, last)
+        st = seed_ckpt["stats"]
+        seed_stats = FeatureStats.from_lists(st["offset"], st["scale"])
+        np.savez(stats_path, offset=seed_stats.offset, scale=seed_stats.scale)
     if stats_path.exists():
         z = np.load(stats_path)
         stats = FeatureStats(z["offset"], z["scale"])
@@ -260,7 +273,6 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     state = RunState(history=[])
-    last = out / "last.pt"
     if resume and last.exists():
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
