@@ -35,6 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--quick", action="store_true", help="300 hops: checks the machinery, not the speed")
     lat.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU while timing")
     lat.set_defaults(func=_latency)
+    e2 = kinds.add_parser("e2e", help="end-to-end note-on and pitch-change latency through JACK (dummy driver), MIDI and OSC",
+                          description="A JACK client plays sung phrases (note onsets and pitch steps) into the tracker's "
+                          "capture port; the tracker runs its live path (AudioSource on JACK, MidiSink on JACK MIDI, OscSink "
+                          "to 127.0.0.1); latency = JACK frame of the MIDI event / OSC arrival minus the frame of the "
+                          "acoustic event. Prints why and exits 0 when jackd, JACK-Client or PortAudio is missing.")
+    e2.add_argument("--model", help="exported model folder (default: the packaged model)")
+    e2.add_argument("--events", type=int, default=200, help="events per kind (note-on, pitch change; default 200)")
+    e2.add_argument("--period", type=int, default=128, help="JACK period [frames] (default 128)")
+    e2.add_argument("--blocksize", type=int, default=128, help="the tracker's stream blocksize (default 128)")
+    e2.add_argument("--server", help="use this running JACK server instead of starting a private dummy one")
+    e2.add_argument("--out", default="bench-results")
+    e2.add_argument("--check", action="store_true", help="check MIDI note-on p50/p99 against the budget; exit 1 when over")
+    e2.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
+    e2.add_argument("--quick", action="store_true", help="20 events: checks the machinery, not the latency")
+    e2.set_defaults(func=_e2e)
     c = kinds.add_parser("cfp", help="per-hop CFP cost, resampler cost per device block, offline speed",
                          description="Per-hop CFP cost (p50/p99/p99.9/max, one hop per call), "
                          "resampler cost per 128-frame 48 kHz block, offline CFP speed.")
@@ -157,3 +172,33 @@ def _bench_top(args: argparse.Namespace) -> int:
     if not args.check:
         raise MelodyRTError("choose a benchmark (melodyrt bench {cfp,engine,latency,e2e,accuracy,peers,gpu}) or --check")
     return _latency(args)
+
+
+def _e2e(args: argparse.Namespace) -> int:
+    from .e2e_bench import Unavailable, measured_for_budget, run
+
+    budget_path = _budget_path(args.budget)
+    out = Path(args.out)
+    try:
+        result = run(args.model, out, events=20 if args.quick else args.events, period=args.period,
+                     blocksize=args.blocksize, server=args.server, quick=args.quick)
+    except Unavailable as exc:
+        print(f"melodyrt bench e2e: cannot run here: {exc}")
+        return 0
+    print((out / "e2e_bench.md").read_text())
+    print(f"wrote {out / 'e2e_bench.json'}, {out / 'e2e_bench.md'}")
+    if not args.check:
+        return 0
+    from .budget import held_back_by, load_budget
+
+    measured = measured_for_budget(result)
+    notes = [] if measured else ["no note-on was answered: nothing to check (untrained model?)"]
+    budget = load_budget(budget_path)
+    a = result["algorithmic"]
+    for q, key in (("p50", "e2e_note_on_p50_ms"), ("p99", "e2e_note_on_p99_ms")):
+        if key in measured and key in budget:
+            stages = {"CFP window's effective delay": a["cfp_window"]["ms"], "resampler delay": a["resampler"]["ms"],
+                      "model look-ahead": a["model_look_ahead"]["ms"], "decoder smoothing": a["decoder_smoothing"]["ms"]}
+            stages["rest (hop wait, voicing/onset decisions, compute, transport)"] = max(0.0, measured[key] - sum(stages.values()))
+            notes.append(held_back_by(stages, budget[key], f"e2e note-on {q} (measured)"))
+    return report_check(measured, budget_path, notes, out / "e2e_bench.md")
