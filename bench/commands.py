@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e2.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
     e2.add_argument("--quick", action="store_true", help="20 events: checks the machinery, not the latency")
     e2.set_defaults(func=_e2e)
+    ac = kinds.add_parser("accuracy", help="mir_eval VR/VFA/RPA/RCA/OA of the streaming tracker and an accuracy-vs-latency sweep",
+                          description="Scores the tracker's streaming path (transcribe) on a folder in the MIR-1K (0 dB mix "
+                          "L+R and voice alone), ADC2004/MIREX05 or MedleyDB layout, pooled over frames on a 10 ms grid, "
+                          "for a sweep of decoder smoothing and voicing hysteresis settings (and other models given with "
+                          "--models). Writes JSON, markdown and an accuracy-vs-latency plot.")
+    _accuracy_args(ac)
+    ac.set_defaults(func=_accuracy)
     c = kinds.add_parser("cfp", help="per-hop CFP cost, resampler cost per device block, offline speed",
                          description="Per-hop CFP cost (p50/p99/p99.9/max, one hop per call), "
                          "resampler cost per 128-frame 48 kHz block, offline CFP speed.")
@@ -202,3 +209,43 @@ def _e2e(args: argparse.Namespace) -> int:
             stages["rest (hop wait, voicing/onset decisions, compute, transport)"] = max(0.0, measured[key] - sum(stages.values()))
             notes.append(held_back_by(stages, budget[key], f"e2e note-on {q} (measured)"))
     return report_check(measured, budget_path, notes, out / "e2e_bench.md")
+
+
+def _accuracy_args(ac: argparse.ArgumentParser) -> None:
+    ac.add_argument("--data", help="data folder (default $MELODYRT_DATA or ../shared/data/mir1k8k)")
+    ac.add_argument("--model", help="exported model folder (default: the packaged model)")
+    ac.add_argument("--singers", nargs="?", const="Kenshin,annar",
+                    help="comma-separated singers to keep (MIR-1K); alone: the validation singers Kenshin,annar")
+    ac.add_argument("--max-tracks", type=int, help="score at most this many tracks")
+    ac.add_argument("--models", help="comma-separated further model folders (e.g. analysis-window variants)")
+    ac.add_argument("--no-sweep", action="store_true", help="only the default decoder settings")
+    ac.add_argument("--out", default="bench-results")
+    ac.add_argument("--quick", action="store_true", help="2 tracks, their first 4 s, 3 settings: checks the machinery")
+
+
+def _data_dir(arg: str | None) -> Path:
+    import os
+
+    from melodyrt.rt.errors import MelodyRTError
+
+    if arg:
+        return Path(arg)
+    env = os.environ.get("MELODYRT_DATA")
+    if env:
+        return Path(env)
+    default = Path("../shared/data/mir1k8k")
+    if default.is_dir():
+        return default
+    raise MelodyRTError("no data: give --data DIR (MIR-1K, ADC2004/MIREX05 or MedleyDB layout) or set MELODYRT_DATA")
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from .accuracy_bench import run
+
+    out = Path(args.out)
+    singers = [x for x in args.singers.split(",") if x] if args.singers else None
+    models = [x for x in (args.models or "").split(",") if x]
+    run(args.model, _data_dir(args.data), out, singers=singers, max_tracks=2 if args.quick else args.max_tracks,
+        sweep=not args.no_sweep, models=models, quick=args.quick)
+    print((out / "accuracy_bench.md").read_text())
+    return 0
