@@ -200,7 +200,11 @@ class CausalWindowMean(Stateful):
             # NCHW tensor as is; an AveragePool would make onnxruntime reorder the whole
             # (C, W, F) window into its blocked layout first.
             return x.mean(dim=2, keepdim=True)
-        return F.avg_pool2d(x, kernel_size=(self.window, 1), stride=1)
+        # Sequences: a depthwise conv with a constant 1/W kernel; ~6x faster than
+        # avg_pool2d((W, 1)) forward + backward on CPU, same sums up to rounding.
+        c = x.shape[1]
+        kernel = x.new_full((c, 1, self.window, 1), 1.0 / self.window)
+        return F.conv2d(x, kernel, groups=c)
 
 
 class ConvNorm(nn.Module):

@@ -12,6 +12,7 @@ the label of frame ``t - lookahead_frames``; :attr:`MFTFA.delay_frames` reports 
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Optional
 
 import torch
@@ -261,7 +262,7 @@ def count_parameters(model: MFTFA, include_aux: bool = True) -> int:
     return n
 
 
-def build_model(cfg: ModelConfig | str) -> MFTFA:
+def build_model(cfg: ModelConfig | str | Path) -> MFTFA:
     """Build an :class:`MFTFA` from a config or a config name/path ("paper", "rt", ...)."""
     if not isinstance(cfg, ModelConfig):
         cfg = load_model_config(cfg)

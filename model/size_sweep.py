@@ -1,18 +1,24 @@
 """Size sweep of causal MF-TFA candidates against the real-time budget.
 
-For each candidate config prints: trainable parameters (with / without aux heads), MACs
-per streamed frame (convs + linears of the step), state size, onnxruntime step time
-p50/p99 on ONE thread (batch 1, >= 2000 steps after warm-up) and the torch training
-step time (forward + backward of a (6, 3, 360, 128) batch on 2 threads, fp32 and
-bf16 autocast).
+For each candidate config prints: trainable parameters (with / without aux heads), past
+receptive field, MACs per streamed frame (convs + linears of the step), state size
+[thousands of floats], onnxruntime step time p50/p99 on ONE thread (batch 1, >= 2000
+steps after warm-up, interleaved over the candidates in 10 rounds so that load swings
+on a shared machine hit all alike) and the torch training step time (forward +
+backward of a (6, 3, 360, 128) batch with all heads on 2 threads, fp32 and bf16
+autocast).
 
 Usage::
 
     python -m melodyrt.model.size_sweep                # all candidates
-    python -m melodyrt.model.size_sweep rt rt_b --steps 3000 --no-train
+    python -m melodyrt.model.size_sweep rt rt_w16 --steps 3000 --no-train
+    python -m melodyrt.model.size_sweep --config my.yaml --no-train
 
 The budget: p99 step <= ~1.0 ms (the whole pipeline has 2 ms per 10 ms hop, CFP
-included). Timings depend on machine load; the 1-minute load average is printed.
+included). Timings depend on machine load: on the 2-vCPU development VM a busy second
+core (e.g. a training run) slowed the one-thread step ~2x even at higher priority, so
+compare rows of one run and check the chosen config on an idle machine. The 1-minute
+load average is printed.
 """
 from __future__ import annotations
 
@@ -89,38 +95,62 @@ def macs_per_frame(step: StreamingStep) -> int:
     return total
 
 
-def ort_step_times(step: StreamingStep, steps: int = 2000, warmup: int = 200
-                   ) -> tuple[float, float, float, float]:
-    """Wall and thread-CPU ``(p50, p99, cpu_p50, cpu_p99)`` [ms] of one ORT step.
+class OrtStepBench:
+    """Times the exported step of one config with onnxruntime, a block of steps at a time.
 
-    Single intra/inter-op thread, batch 1, the state fed back each step. The CPU-time
-    percentiles (``CLOCK_THREAD_CPUTIME_ID``; ORT runs on the calling thread when
-    ``intra_op_num_threads = 1``) exclude time the thread was preempted, so they
-    estimate the step cost on an idle core when other jobs load the machine.
+    Single intra/inter-op thread, sequential, all graph optimisations, batch 1, the
+    state fed back every step. Blocks of several configs are interleaved by
+    :func:`main`, so that load changes on a shared machine hit every config alike.
     """
-    with tempfile.TemporaryDirectory() as d:
-        path = export_step_onnx(step, Path(d) / "step.onnx", sidecar=False)
-        sess = ort_session(path, threads=1)
-        names = [i.name for i in sess.get_inputs()]
+
+    def __init__(self, step: StreamingStep, path: Path, warmup: int = 200) -> None:
+        export_step_onnx(step, path, sidecar=False)
+        self.sess = ort_session(path, threads=1)
+        self.names = [i.name for i in self.sess.get_inputs()]
         rng = np.random.default_rng(0)
-        frames = rng.random((64, 1, step.cfg.in_channels, step.cfg.n_bins), dtype=np.float32)
-        states = [s.numpy() for s in step.initial_state(1)]
-        wall, cpu = [], []
-        for i in range(warmup + steps):
-            feeds = dict(zip(names, [frames[i % 64], *states]))
+        self.frames = rng.random((64, 1, step.cfg.in_channels, step.cfg.n_bins),
+                                 dtype=np.float32)
+        self.states = [s.numpy() for s in step.initial_state(1)]
+        self.i = 0
+        self.wall: list[int] = []
+        self.cpu: list[int] = []
+        self.run(warmup, record=False)
+
+    def run(self, n: int, record: bool = True) -> None:
+        """Run ``n`` steps, recording wall and thread-CPU time [ns] of each."""
+        for _ in range(n):
+            feeds = dict(zip(self.names, [self.frames[self.i % 64], *self.states]))
+            self.i += 1
             c0 = time.thread_time_ns()
             t0 = time.perf_counter_ns()
-            out = sess.run(None, feeds)
+            out = self.sess.run(None, feeds)
             t1 = time.perf_counter_ns()
             c1 = time.thread_time_ns()
-            states = out[1:]
-            if i >= warmup:
-                wall.append(t1 - t0)
-                cpu.append(c1 - c0)
-    w = np.asarray(wall) * 1e-6
-    c = np.asarray(cpu) * 1e-6
-    return (float(np.percentile(w, 50)), float(np.percentile(w, 99)),
-            float(np.percentile(c, 50)), float(np.percentile(c, 99)))
+            self.states = out[1:]
+            if record:
+                self.wall.append(t1 - t0)
+                self.cpu.append(c1 - c0)
+
+    def percentiles(self) -> tuple[float, float, float, float]:
+        """Wall and thread-CPU ``(p50, p99, cpu_p50, cpu_p99)`` [ms].
+
+        CPU time (``CLOCK_THREAD_CPUTIME_ID``; ORT runs on the calling thread with one
+        intra-op thread) leaves out time the thread was descheduled, not the slowdown
+        from sharing caches and cores.
+        """
+        w = np.asarray(self.wall) * 1e-6
+        c = np.asarray(self.cpu) * 1e-6
+        return (float(np.percentile(w, 50)), float(np.percentile(w, 99)),
+                float(np.percentile(c, 50)), float(np.percentile(c, 99)))
+
+
+def ort_step_times(step: StreamingStep, steps: int = 2000, warmup: int = 200
+                   ) -> tuple[float, float, float, float]:
+    """``(p50, p99, cpu_p50, cpu_p99)`` [ms] of one config timed on its own."""
+    with tempfile.TemporaryDirectory() as d:
+        bench = OrtStepBench(step, Path(d) / "step.onnx", warmup)
+        bench.run(steps)
+        return bench.percentiles()
 
 
 def train_step_time(cfg: ModelConfig, bf16: bool, reps: int = 3, threads: int = 2,
@@ -169,29 +199,49 @@ def main(argv: list[str] | None = None) -> int:
         cands[Path(p).stem] = (lambda p=p: load_model_config(p))
 
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f}; torch {torch.__version__}")
+    torch.set_num_threads(1)
+    rows: dict[str, dict[str, Any]] = {}
+    benches: dict[str, OrtStepBench] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name, make in cands.items():
+            cfg = make()
+            torch.manual_seed(0)
+            model = MFTFA(cfg).eval()
+            step = StreamingStep(model)
+            rows[name] = dict(cfg=cfg, params=model.param_count(),
+                              no_aux=model.param_count(include_aux=False),
+                              rf=model.receptive_field_frames, macs=macs_per_frame(step),
+                              state=step.state_numel)
+            benches[name] = OrtStepBench(step, Path(d) / f"{name}.onnx")
+        # Interleave blocks of steps over the configs (see OrtStepBench).
+        rounds = 10
+        for _ in range(rounds):
+            for name, bench in benches.items():
+                n = (min(args.steps, 200) if name in HEAVY else args.steps) // rounds
+                bench.run(max(n, 1))
+        for name, bench in benches.items():
+            rows[name]["ort"] = bench.percentiles()
+        benches.clear()
+
+    if not args.no_train:
+        for name, row in rows.items():
+            if name in HEAVY and not args.train_heavy:
+                continue
+            row["t32"] = train_step_time(row["cfg"], bf16=False, reps=args.train_reps)
+            row["t16"] = train_step_time(row["cfg"], bf16=True, reps=args.train_reps)
+
     hdr = (f"| {'config':16s} | params | no-aux | RF fr | MMAC/fr | state kf | "
            f"ORT p50 ms | ORT p99 ms | CPU p99 ms | train fp32 s | train bf16 s |")
     print(hdr)
     print("|" + "|".join("-" * (len(c)) for c in hdr.split("|")[1:-1]) + "|")
-    for name, make in cands.items():
-        cfg = make()
-        torch.manual_seed(0)
-        torch.set_num_threads(1)
-        model = MFTFA(cfg).eval()
-        step = StreamingStep(model)
-        macs = macs_per_frame(step)
-        heavy = name in HEAVY
-        p50, p99, _, c99 = ort_step_times(step, steps=min(args.steps, 200) if heavy else args.steps)
-        if args.no_train or (heavy and not args.train_heavy):
-            t32 = t16 = float("nan")
-        else:
-            t32 = train_step_time(cfg, bf16=False, reps=args.train_reps)
-            t16 = train_step_time(cfg, bf16=True, reps=args.train_reps)
-        label = name + ("*" if heavy else "")
-        print(f"| {label:16s} | {model.param_count():6d} | {model.param_count(False):6d} | "
-              f"{model.receptive_field_frames:5d} | {macs / 1e6:7.2f} | "
-              f"{step.state_numel / 1e3:8.1f} | {p50:10.3f} | {p99:10.3f} | {c99:10.3f} | "
-              f"{t32:12.2f} | {t16:12.2f} |", flush=True)
+    nan = float("nan")
+    for name, r in rows.items():
+        p50, p99, _, c99 = r["ort"]
+        label = name + ("*" if name in HEAVY else "")
+        print(f"| {label:16s} | {r['params']:6d} | {r['no_aux']:6d} | {r['rf']:5d} | "
+              f"{r['macs'] / 1e6:7.2f} | {r['state'] / 1e3:8.1f} | {p50:10.3f} | "
+              f"{p99:10.3f} | {c99:10.3f} | {r.get('t32', nan):12.2f} | "
+              f"{r.get('t16', nan):12.2f} |", flush=True)
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
     if any(n in HEAVY for n in cands):
         print("* timed over 200 steps only; training not timed (--train-heavy)")

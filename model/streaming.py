@@ -72,7 +72,14 @@ class StreamingStep(nn.Module):
 
     # ------------------------------------------------------------------ metadata
     def state_specs(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Ordered ``(name, shape without batch)``, e.g. ``("stem_0_convs_0_conv", (3, 360, 2))``."""
+        """Ordered ``(name, shape without batch)``.
+
+        Names are the layer's module path with ``_`` (e.g. ``"stem_0_convs_0_conv"``,
+        ``"blocks_1_msc_0_convs_0"``, ``"blocks_0_tfa_f_mean"``, ``"head_convs_0"``);
+        shapes are time-major ``(channels, frames kept, n_freq)``, e.g. ``(3, 2, 360)``
+        for a conv with time kernel 3 on the CFP input, ``(16, 11, 360)`` for a W = 12
+        frequency-attention mean, ``(16, 2, 1)`` for a time-attention conv.
+        """
         return list(self._specs)
 
     def initial_state(self, batch: int = 1, dtype: torch.dtype = torch.float32,
@@ -160,9 +167,10 @@ def export_step_onnx(step: StreamingStep, path: str | Path, *, opset: int = 17,
     Notes
     -----
     Inputs ``frame`` (B, 3, 360) and ``state_in_<name>``; outputs ``salience``
-    (B, 361) and ``state_out_<name>``, all float32. Uses the TorchScript exporter: the
-    graph is a plain chain of Conv/Concat/Slice/AveragePool/ReduceMean/elementwise ops
-    with no data-dependent control flow.
+    (B, 361) and ``state_out_<name>``, all of ``dtype``. Uses the TorchScript exporter:
+    the graph is a plain chain of Conv/Concat/Slice/Split/ReduceMean/Softmax and
+    elementwise ops (Relu, Selu, Sigmoid, Mul, Add) with no data-dependent control
+    flow.
     """
     path = Path(path)
     step = step.eval()
