@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "--models). Writes JSON, markdown and an accuracy-vs-latency plot.")
     _accuracy_args(ac)
     ac.set_defaults(func=_accuracy)
+    pe = kinds.add_parser("peers", help="the accuracy and latency measures for PESTO, aubio, swift-f0, torchcrepe beside melodyrt",
+                          description="Scores melodyrt and each installed peer (extra [peers]) on the same tracks in the same "
+                          "run: PESTO streaming, aubio yinfft streaming (compute per hop, measured delay), swift-f0 and "
+                          "torchcrepe per file (no streaming mode used). A missing peer is skipped with the reason.")
+    _accuracy_args(pe)
+    pe.add_argument("--peers", default="pesto,aubio,swift-f0,torchcrepe", help="comma-separated peers to run")
+    pe.set_defaults(func=_peers)
     c = kinds.add_parser("cfp", help="per-hop CFP cost, resampler cost per device block, offline speed",
                          description="Per-hop CFP cost (p50/p99/p99.9/max, one hop per call), "
                          "resampler cost per 128-frame 48 kHz block, offline CFP speed.")
@@ -248,4 +255,22 @@ def _accuracy(args: argparse.Namespace) -> int:
     run(args.model, _data_dir(args.data), out, singers=singers, max_tracks=2 if args.quick else args.max_tracks,
         sweep=not args.no_sweep, models=models, quick=args.quick)
     print((out / "accuracy_bench.md").read_text())
+    return 0
+
+
+def _peers(args: argparse.Namespace) -> int:
+    from melodyrt.rt.errors import MelodyRTError
+
+    from .peers_bench import PEERS, run
+
+    names = [x for x in args.peers.split(",") if x]
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise MelodyRTError(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    out = Path(args.out)
+    singers = [x for x in args.singers.split(",") if x] if args.singers else None
+    models = [x for x in (args.models or "").split(",") if x]
+    run(args.model, _data_dir(args.data), out, names, singers=singers,
+        max_tracks=2 if args.quick else args.max_tracks, models=models, quick=args.quick)
+    print((out / "peers_bench.md").read_text())
     return 0
