@@ -64,6 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     _accuracy_args(pe)
     pe.add_argument("--peers", default="pesto,aubio,swift-f0,torchcrepe", help="comma-separated peers to run")
     pe.set_defaults(func=_peers)
+    gp = kinds.add_parser("gpu", help="TensorRT FP16 step time per batch and multi-stream capacity (needs a GPU)",
+                          description="Where TensorRT and a CUDA GPU exist: FP16 step time for batch 1..N and how many "
+                          "concurrent streams hold the 10 ms deadline at p99. Elsewhere it says why it cannot run and "
+                          "exits 0 (with --strict: exit 3).")
+    gp.add_argument("--model", help="exported model folder (default: the packaged model)")
+    gp.add_argument("--max-batch", type=int, default=64)
+    gp.add_argument("--steps", type=int, default=2000)
+    gp.add_argument("--out", default="bench-results")
+    gp.add_argument("--quick", action="store_true")
+    gp.add_argument("--strict", action="store_true", help="exit 3 when the benchmark cannot run here")
+    gp.set_defaults(func=_gpu)
     c = kinds.add_parser("cfp", help="per-hop CFP cost, resampler cost per device block, offline speed",
                          description="Per-hop CFP cost (p50/p99/p99.9/max, one hop per call), "
                          "resampler cost per 128-frame 48 kHz block, offline CFP speed.")
@@ -273,4 +284,17 @@ def _peers(args: argparse.Namespace) -> int:
     run(args.model, _data_dir(args.data), out, names, singers=singers,
         max_tracks=2 if args.quick else args.max_tracks, models=models, quick=args.quick)
     print((out / "peers_bench.md").read_text())
+    return 0
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    from .gpu_bench import EXIT_UNAVAILABLE, run
+
+    out = Path(args.out)
+    result = run(args.model, out, max_batch=8 if args.quick else args.max_batch,
+                 steps=100 if args.quick else args.steps, quick=args.quick)
+    print((out / "gpu_bench.md").read_text())
+    if not result["available"]:
+        print(f"melodyrt bench gpu: cannot run here: {result['reason']}")
+        return EXIT_UNAVAILABLE if args.strict else 0
     return 0
