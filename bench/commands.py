@@ -101,7 +101,7 @@ def _cfp(args: argparse.Namespace) -> int:
     from .cfp_bench import BenchSettings, check_budget, load_budget, run
 
     if args.hops <= 0:
-        raise MelodyRTError(f"--hops must be positive, got {hops}")
+        raise MelodyRTError(f"--hops must be positive, got {args.hops}")
     budget_path = Path(args.budget) if args.budget else None
     if budget_path is not None and not budget_path.is_file():
         raise MelodyRTError(f"{budget_path}: budget file not found")
