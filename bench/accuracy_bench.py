@@ -153,13 +153,13 @@ def tracker_runner(tracker_for: Callable[[int], Tracker]) -> Runner:
 def run(bundle: ModelBundle | str | Path | None, data: Path, out_dir: Path, *, singers: Sequence[str] | None = None,
         max_tracks: int | None = None, sweep: bool = True, models: Sequence[str] = (), quick: bool = False,
         extra: Callable[[list[Any], dict[str, Any], dict[str, float], float | None], None] | None = None,
-        plots: bool = True, name: str = "accuracy") -> dict[str, Any]:
+        plots: bool = True, name: str = "accuracy", own: str = "default") -> dict[str, Any]:
     """Score the tracker (and the sweep); write ``<name>_bench.json/.md`` and the plot."""
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_info()
     bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
     layout, tracks = load_tracks(data, singers, max_tracks)
-    settings = default_sweep() if sweep else [Setting("default", DecoderConfig())]
+    settings = default_sweep() if sweep else [Setting(own, DecoderConfig())]
     if quick and sweep:
         settings = [x for x in settings if x.name in ("default", "median 5", "on_frames 2")]
     settings += [Setting(f"model {Path(m).name}", DecoderConfig(), m) for m in models]

@@ -239,7 +239,8 @@ def run(bundle: Any, data: Path, out_dir: Path, names: list[str], **kw: Any) -> 
     from .accuracy_bench import run as accuracy_run
 
     peers: dict[str, Any] = {}
-    result = accuracy_run(bundle, data, out_dir, sweep=False, extra=add_peers(names, peers), name="peers", **kw)
+    result = accuracy_run(bundle, data, out_dir, sweep=False, extra=add_peers(names, peers), name="peers",
+                          own="melodyrt", **kw)
     result["peers"] = peers
     (out_dir / "peers_bench.json").write_text(json.dumps(result, indent=1))
     md = (out_dir / "peers_bench.md").read_text()

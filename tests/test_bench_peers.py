@@ -35,7 +35,7 @@ def test_peers_quick_scores_installed_and_skips_missing(untrained_bundle, tmp_pa
     md = (out / "peers_bench.md").read_text()
     assert "## Peers" in md and "skipped" in md
     for cond in r["scores"].values():
-        assert "default" in cond
+        assert "melodyrt" in cond
     if have_aubio:
         a = r["peers"]["aubio"]
         assert a["streaming"] and a["compute_per_hop"]["n"] > 100 and 0 <= a["measured_delay_ms"] <= 400
