@@ -41,14 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "to 127.0.0.1); latency = JACK frame of the MIDI event / OSC arrival minus the frame of the "
                           "acoustic event. Prints why and exits 0 when jackd, JACK-Client or PortAudio is missing.")
     e2.add_argument("--model", help="exported model folder (default: the packaged model)")
-    e2.add_argument("--events", type=int, default=200, help="events per kind (note-on, pitch change; default 200)")
+    e2.add_argument("--events", type=int, default=200, help="events of each kind: note onsets and as many pitch steps (default 200, about 190 s)")
     e2.add_argument("--period", type=int, default=128, help="JACK period [frames] (default 128)")
     e2.add_argument("--blocksize", type=int, default=128, help="the tracker's stream blocksize (default 128)")
     e2.add_argument("--server", help="use this running JACK server instead of starting a private dummy one")
     e2.add_argument("--out", default="bench-results")
     e2.add_argument("--check", action="store_true", help="check MIDI note-on p50/p99 against the budget; exit 1 when over")
     e2.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
-    e2.add_argument("--quick", action="store_true", help="20 events: checks the machinery, not the latency")
+    e2.add_argument("--quick", action="store_true", help="10 of each (20 events): checks the machinery, not the latency")
     e2.set_defaults(func=_e2e)
     ac = kinds.add_parser("accuracy", help="mir_eval VR/VFA/RPA/RCA/OA of the streaming tracker and an accuracy-vs-latency sweep",
                           description="Scores the tracker's streaming path (transcribe) on a folder in the MIR-1K (0 dB mix "
@@ -205,7 +205,7 @@ def _e2e(args: argparse.Namespace) -> int:
     budget_path = _budget_path(args.budget)
     out = Path(args.out)
     try:
-        result = run(args.model, out, events=20 if args.quick else args.events, period=args.period,
+        result = run(args.model, out, events=10 if args.quick else args.events, period=args.period,
                      blocksize=args.blocksize, server=args.server, quick=args.quick)
     except Unavailable as exc:
         print(f"melodyrt bench e2e: cannot run here: {exc}")

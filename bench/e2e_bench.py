@@ -284,7 +284,7 @@ def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, per
 
     bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_phrases = max(1, -(-events // 2))  # each phrase: one onset and one pitch step
+    n_phrases = max(1, events)  # each phrase: one note onset and one pitch step
     signal, phrases = make_signal(n_phrases, rate)
     machine = machine_info()
     js = JackServer(rate, period, name=server or "melodyrt-bench", start=server is None)
