@@ -7,13 +7,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from melodyrt.rt.config import CfpConfig, _from_mapping
-from melodyrt.rt.decode import decode_salience
 from melodyrt.rt.errors import MelodyRTError
 
 from .datasets import discover
-from .features import FeatureCache, frame_times, variants_of
+from .features import FeatureCache, variants_of
 from .metrics import MelodyScorer, format_table
-from .train import load_checkpoint, model_from_checkpoint, predict_linear
+from .train import load_checkpoint, model_from_checkpoint, score_track
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, variant: str | None = None,
@@ -41,10 +40,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, variant: str |
     for t in tqdm(tracks, desc="evaluating", unit="track", disable=not progress):
         available = variants_of(t)
         v = variant if variant in available else ("mix0" if "mix0" in available else "mix")
-        sal = predict_linear(model, cache.load(t, v), stats)
-        f0, voiced, _ = decode_salience(sal)
-        times = frame_times(sal.shape[0], cfp, cache.delay_samples) - lookahead * cfp.hop_seconds
-        scorer.add(t.name, t.label_times, t.label_f0, times, f0, voiced)
+        score_track(scorer, model, cache, t, v, stats, lookahead)
     pooled = scorer.pooled()
     table = "pooled over frames\n" + format_table({f"{layout} ({len(tracks)} tracks)": pooled})
     table += "\n\nper track\n" + format_table(scorer.per_track)

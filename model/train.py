@@ -27,7 +27,7 @@ from melodyrt.rt.pitch import hz_to_class
 
 from .config import ModelConfig, load_model_config
 from .datasets import Track, discover, split_by_singer
-from .features import FeatureCache, gain_exponents, variants_of
+from .features import FeatureCache, frame_times, gain_exponents, variants_of
 from .metrics import MelodyScorer
 from .network import MFTFA, build_model
 from .sdms import sdms_loss
@@ -128,6 +128,15 @@ def predict_linear(model: MFTFA, linear: NDArray, stats: FeatureStats, chunk: in
     return model(x)["main"][0].float().numpy().T
 
 
+def score_track(scorer: MelodyScorer, model: MFTFA, cache: FeatureCache, track: Track, variant: str,
+                stats: FeatureStats, lookahead: int) -> None:
+    """Run the full-sequence forward on one cached variant, decode it, add it to ``scorer``."""
+    sal = predict_linear(model, cache.load(track, variant), stats)
+    f0, voiced, _ = decode_salience(sal)
+    times = frame_times(sal.shape[0], cache.cfg, cache.delay_samples) - lookahead * cache.cfg.hop_seconds
+    scorer.add(track.name, track.label_times, track.label_f0, times, f0, voiced)
+
+
 def validate(model: MFTFA, cache: FeatureCache, tracks: list[Track], stats: FeatureStats,
              variants: tuple[str, ...], lookahead: int) -> dict[str, dict[str, float]]:
     """Pooled mir_eval metrics per variant on the validation tracks."""
@@ -135,15 +144,8 @@ def validate(model: MFTFA, cache: FeatureCache, tracks: list[Track], stats: Feat
     for v in variants:
         scorer = MelodyScorer()
         for t in tracks:
-            if v not in variants_of(t):
-                continue
-            lin = cache.load(t, v)
-            sal = predict_linear(model, lin, stats)
-            f0, voiced, _ = decode_salience(sal)
-            from .features import frame_times
-
-            times = frame_times(sal.shape[0], cache.cfg, cache.delay_samples) - lookahead * cache.cfg.hop_seconds
-            scorer.add(t.name, t.label_times, t.label_f0, times, f0, voiced)
+            if v in variants_of(t):
+                score_track(scorer, model, cache, t, v, stats, lookahead)
         if scorer.per_track:
             results[v] = scorer.pooled()
     return results
