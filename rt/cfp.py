@@ -9,7 +9,9 @@ Per frame (MF-TFA reference, section 2): window, zero-pad to ``n_fft``, ``S = |F
 generalised cepstrum ``GC = max(Re FFT(S) / sqrt(N), 0)`` with a high-pass lifter, ``** g1``;
 GCoS ``= max(Re FFT(GC) / sqrt(N), 0)`` with a low-cut, ``** g2``; then triangular
 log-frequency filterbanks (60 bins per octave from 32 Hz) give the channels
-``[spectrum, GCoS, GC]``.
+``[spectrum, GCoS, GC]``. ``S`` and ``GC`` are even, so both cosine transforms run as DCT-I
+through an ``N/2``-point FFT (see :mod:`melodyrt.rt._kernels`): the same numbers for half the
+work, which is what keeps a hop inside its budget.
 
 Two deliberate differences from the reference code, both about exactness rather than
 design: FFT bin ``j`` is placed at ``j * fs / N`` Hz (the reference uses
@@ -179,15 +181,24 @@ class CfpFrame:
     def __init__(self, cfg: CfpConfig) -> None:
         self.cfg = cfg
         n = cfg.n_fft
+        half = n // 2
         self.window = analysis_window(cfg)
         self._spec_fb = _to_csr(spectral_filterbank(cfg))
         self._quef_fb = _to_csr(cepstral_filterbank(cfg))
         self._frame = np.zeros(n)
-        self._fft = np.zeros(n // 2 + 1, np.complex128)
-        self._mag = np.zeros(n // 2 + 1)
-        self._ceps = np.zeros(n)
-        self._gcos = np.zeros(n // 2 + 1)
-        self._sqrt_n = float(np.sqrt(n))
+        self._fft = np.zeros(half + 1, np.complex128)
+        self._mag = np.zeros(half + 1)
+        self._twiddled = np.zeros(half)
+        self._half_fft = np.zeros(half // 2 + 1, np.complex128)
+        self._gc = np.zeros(half + 1)
+        self._gcos = np.zeros(cfg.n_freq_kept)
+        k = np.arange(half)
+        self._sin = np.sin(np.pi * k / half)
+        self._cos = np.cos(np.pi * k / half)
+        # Re FFT_N(x) / sqrt(N) of an even x is 2 / sqrt(N) times its DCT-I.
+        self._scale = 2.0 / float(np.sqrt(n))
+        lift = cfg.lifter_quefrency
+        self._edge_cos = np.cos(2 * np.pi * lift * np.arange(cfg.n_freq_kept) / n) / np.sqrt(n)
 
     def compute(self, ring: NDArray[np.float64], pos: int, raw: NDArray[np.float64]) -> None:
         """Linear CFP of the window held in ``ring`` (oldest sample at ``pos``).
@@ -204,16 +215,18 @@ class CfpFrame:
         g0, g1, g2 = cfg.gammas
         K.ring_read_windowed(ring, pos, self.window, self._frame)
         np.fft.rfft(self._frame, out=self._fft)
-        K.magnitude_power(self._fft, g0, self._mag)
-        # Re(FFT_N(S)) of the even full spectrum equals N * irfft(S_half).
-        np.fft.irfft(self._mag, n=cfg.n_fft, out=self._ceps)
-        K.rectify_lifter_power(self._ceps, self._sqrt_n, cfg.lifter_quefrency, g1)
-        np.fft.rfft(self._ceps, out=self._fft)
-        K.real_rectify_power(self._fft, 1.0 / self._sqrt_n, cfg.lifter_frequency, g2, self._gcos)
-        nf, nq = cfg.n_freq_kept, cfg.n_quef_kept
-        K.csr_matvec(*self._spec_fb, self._mag[:nf], raw[0])
-        K.csr_matvec(*self._spec_fb, self._gcos[:nf], raw[1])
-        K.csr_matvec(*self._quef_fb, self._ceps[:nq], raw[2])
+        first = K.spectrum_stage(self._fft, g0, self._mag, self._twiddled, self._sin, self._cos)
+        np.fft.rfft(self._twiddled, out=self._half_fft)
+        first = K.cepstrum_stage(
+            self._half_fft, first, self._scale, cfg.lifter_quefrency, g1,
+            self._gc, self._twiddled, self._sin, self._cos,
+        )
+        np.fft.rfft(self._twiddled, out=self._half_fft)
+        K.gcos_filterbank_stage(
+            self._half_fft, first, self._scale, self._gc[cfg.lifter_quefrency], self._edge_cos,
+            cfg.lifter_frequency, g2, self._gcos,
+            self._mag, self._gc, *self._spec_fb, *self._quef_fb, raw,
+        )
 
 
 class StreamingCFP:

@@ -70,6 +70,11 @@ class CfpConfig:
             raise ConfigError(f"cfp.asym_fall must be in 1..{self.win_length - 1}, got {self.asym_fall}")
         if self.win_length > self.n_fft:
             raise ConfigError("cfp.win_length must not exceed cfp.n_fft")
+        if self.n_fft % 4:
+            # The two cepstral transforms run as half-length DCT-I through an n_fft/2 FFT.
+            raise ConfigError(f"cfp.n_fft must be a multiple of 4, got {self.n_fft}")
+        if self.sample_rate / self.fmin > self.n_fft / 2:
+            raise ConfigError("cfp.fmin is below two FFT bins: raise fmin or n_fft")
         if len(self.gammas) != 3:
             raise ConfigError("cfp.gammas needs exactly three exponents")
 

@@ -398,3 +398,43 @@ def test_nan_and_inf_are_sanitised_and_counted(speechy_8k):
 def test_multichannel_block_raises():
     with pytest.raises(AudioInputError, match="mono"):
         StreamingCFP().process(np.zeros((100, 2)))
+
+
+# ------------------------------------------------------------------ kernels
+
+
+def test_fast_power_matches_numpy_over_the_whole_range(rng):
+    from melodyrt.rt import _kernels as K
+
+    x = np.abs(rng.standard_normal(20000)) * 10.0 ** rng.uniform(-290, 290, 20000)
+    x[::97] = 0.0
+    x[1::97] = -x[1::97]  # rectification leaves no negatives, but they must give 0, not garbage
+    for g in (0.12, 0.24, 0.3, 0.6, 1.0):
+        got = np.empty_like(x)
+        K.power_array(x, g, got)
+        want = np.where(x > 0, np.abs(x) ** g, 0.0)
+        rel = np.abs(got - want) / np.maximum(want, 1e-300)
+        assert rel.max() < 1e-10, (g, rel.max())
+
+
+def test_dct1_identity_equals_the_full_cosine_transform(rng):
+    """The half-length DCT-I path equals Re FFT of the even length-N extension."""
+    from melodyrt.rt import _kernels as K
+
+    m = 2000
+    f = rng.standard_normal(m + 1)
+    even = np.concatenate([f, f[-2:0:-1]])  # length 2m, even
+    want = np.fft.fft(even).real
+    k = np.arange(m)
+    y = np.zeros(m)
+    first = K.dct1_prepare(f, y, np.sin(np.pi * k / m), np.cos(np.pi * k / m))
+    got = np.zeros(m + 1)
+    K.dct1_finish(np.fft.rfft(y), first, 2.0, got)
+    np.testing.assert_allclose(got, want[: m + 1], rtol=0, atol=1e-10 * np.abs(want).max())
+
+
+def test_fft_size_must_allow_the_half_length_transforms():
+    from melodyrt.rt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        CfpConfig(n_fft=4002)
