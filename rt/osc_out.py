@@ -31,8 +31,9 @@ import socket
 import time
 from typing import Any
 
-from pythonosc.osc_bundle_builder import OscBundleBuilder
-from pythonosc.osc_message_builder import OscMessageBuilder
+import struct
+
+from pythonosc.parsing.osc_types import write_date
 
 from .errors import MelodyRTError
 from .frames import PitchFrame
@@ -60,11 +61,29 @@ def parse_target(target: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _message(address: str, *args: tuple[Any, str]) -> Any:
-    b = OscMessageBuilder(address=address)
-    for value, kind in args:
-        b.add_arg(value, kind)
-    return b.build()
+def _osc_string(text: str) -> bytes:
+    raw = text.encode("ascii") + b"\0"
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+class _MessageEncoder:
+    """Encodes OSC messages of one address and type tag (int32 ``i`` / float32 ``f``).
+
+    The same bytes python-osc's builders produce, at a fraction of their cost: the padded
+    address and type tag are encoded once, the size prefix a bundle needs is included.
+    """
+
+    def __init__(self, address: str, types: str) -> None:
+        self._head = _osc_string(address) + _osc_string("," + types)
+        self._fmt = struct.Struct(">" + types)
+        self._size = struct.pack(">i", len(self._head) + self._fmt.size)
+
+    def element(self, *args: float) -> bytes:
+        """The bundle element: int32 size, then the message."""
+        return self._size + self._head + self._fmt.pack(*args)
+
+
+_BUNDLE_TAG = _osc_string("#bundle")
 
 
 class OscSink:
@@ -143,7 +162,9 @@ class OscSink:
         self._sock: socket.socket | None = sock
         self._warned = False
         p = prefix
-        self._addr = {k: f"{p}/{k}" for k in ("frame", "f0", "midi", "voicing", "confidence", "loudness", "note/on", "note/off")}
+        types = {"frame": "i", "f0": "f", "midi": "f", "voicing": "i", "confidence": "f", "loudness": "f",
+                 "note/on": "ii", "note/off": "i"}
+        self._enc = {k: _MessageEncoder(f"{p}/{k}", t) for k, t in types.items()}
 
     def bundle(self, frame: PitchFrame) -> bytes:
         """The encoded bundle of one frame (advances the note logic)."""
@@ -151,21 +172,24 @@ class OscSink:
             self.epoch = time.time() - frame.time
         voiced = bool(frame.voiced and frame.f0_hz > 0)
         f0 = float(frame.f0_hz) if voiced else 0.0
-        a = self._addr
-        b = OscBundleBuilder(self.epoch + frame.time)  # type: ignore[arg-type]  # float seconds are fine (annotated int)
-        b.add_content(_message(a["frame"], (int(frame.index) & 0x7FFFFFFF, "i")))
-        b.add_content(_message(a["f0"], (f0, "f")))
-        b.add_content(_message(a["midi"], (hz_to_midi(f0) if voiced else 0.0, "f")))
-        b.add_content(_message(a["voicing"], (int(voiced), "i")))
-        b.add_content(_message(a["confidence"], (float(frame.confidence), "f")))
+        e = self._enc
         loud = float(frame.loudness_db)
-        b.add_content(_message(a["loudness"], (loud if math.isfinite(loud) else -200.0, "f")))
+        parts = [
+            _BUNDLE_TAG,
+            write_date(self.epoch + frame.time),
+            e["frame"].element(int(frame.index) & 0x7FFFFFFF),
+            e["f0"].element(f0),
+            e["midi"].element(hz_to_midi(f0) if voiced else 0.0),
+            e["voicing"].element(int(voiced)),
+            e["confidence"].element(float(frame.confidence)),
+            e["loudness"].element(loud if math.isfinite(loud) else -200.0),
+        ]
         for m in self.notes.process(frame):
             if m.type == "note_on":
-                b.add_content(_message(a["note/on"], (m.note, "i"), (m.velocity, "i")))
+                parts.append(e["note/on"].element(m.note, m.velocity))
             elif m.type == "note_off":
-                b.add_content(_message(a["note/off"], (m.note, "i")))
-        return b.build().dgram
+                parts.append(e["note/off"].element(m.note))
+        return b"".join(parts)
 
     def send(self, frame: PitchFrame) -> None:
         """Send one frame's bundle; never raises (failures are counted in ``dropped``)."""
@@ -185,10 +209,9 @@ class OscSink:
             return
         offs = [m for m in self.notes.stop() if m.type == "note_off"]
         if offs:
-            b = OscBundleBuilder(time.time())  # type: ignore[arg-type]
-            for m in offs:
-                b.add_content(_message(self._addr["note/off"], (m.note, "i")))
-            self._sendto(b.build().dgram)
+            parts = [_BUNDLE_TAG, write_date(time.time())]
+            parts += [self._enc["note/off"].element(m.note) for m in offs]
+            self._sendto(b"".join(parts))
         self._sock.close()
         self._sock = None
 

@@ -143,3 +143,33 @@ def test_bad_targets_are_one_clear_line():
         parse_target("localhost")
     assert parse_target("127.0.0.1:9000") == ("127.0.0.1", 9000)
     assert parse_target("[::1]:57120") == ("::1", 57120)
+
+
+def test_bundle_bytes_equal_python_osc_builders():
+    """The hand-rolled encoder must produce exactly what python-osc's builders produce."""
+    from pythonosc.osc_bundle_builder import OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    sink = OscSink("127.0.0.1", 9, epoch=1_700_000_000.25, prefix="/sing")
+    twin = OscSink("127.0.0.1", 9, epoch=1_700_000_000.25, prefix="/sing")  # its note logic
+    try:
+        for fr in frames([None, 60.3, 60.2, 64.0, None, None, None]):
+            got = sink.bundle(fr)
+            voiced = fr.voiced and fr.f0_hz > 0
+            b = OscBundleBuilder(1_700_000_000.25 + fr.time)
+            for addr, args in [
+                ("frame", [(fr.index, "i")]), ("f0", [(fr.f0_hz if voiced else 0.0, "f")]),
+                ("midi", [(69 + 12 * math.log2(fr.f0_hz / 440) if voiced else 0.0, "f")]),
+                ("voicing", [(int(voiced), "i")]), ("confidence", [(fr.confidence, "f")]),
+                ("loudness", [(fr.loudness_db, "f")]),
+            ] + [(("note/on", [(m.note, "i"), (m.velocity, "i")]) if m.type == "note_on"
+                  else ("note/off", [(m.note, "i")])) for m in twin.notes.process(fr)
+                 if m.type in ("note_on", "note_off")]:
+                mb = OscMessageBuilder(address=f"/sing/{addr}")
+                for v, t in args:
+                    mb.add_arg(v, t)
+                b.add_content(mb.build())
+            assert got == b.build().dgram, fr.index
+    finally:
+        sink.close()
+        twin.close()
