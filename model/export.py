@@ -26,7 +26,8 @@ from melodyrt.rt.errors import MelodyRTError
 from .streaming import StreamingStep, export_step_onnx
 from .train import load_checkpoint, model_from_checkpoint
 
-MODEL_VERSION = "0.1.0"
+#: Version of the shipped weights; bump whenever model/weights/rt changes.
+MODEL_VERSION = "0.2.0"
 
 
 def validation_frames(cfp: CfpConfig, stats, n_frames: int = 300, audio: np.ndarray | None = None) -> np.ndarray:
