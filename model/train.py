@@ -69,6 +69,39 @@ def normalise(linear: NDArray, stats: FeatureStats, gain_db: float = 0.0, exps: 
     return np.ascontiguousarray(x.transpose(1, 2, 0))
 
 
+def shift_rows(linear: NDArray, classes: NDArray, k: int) -> tuple[NDArray, NDArray, NDArray[np.bool_]]:
+    """Transpose a segment by ``k`` CFP rows (20 cents each; ``k > 0`` is up).
+
+    All three CFP channels sit on the same log-frequency rows, so a transposition moves
+    each by ``k`` rows; rows shifted in from outside are silence (0 in the linear domain).
+
+    Parameters
+    ----------
+    linear : ndarray [shape=(T, 3, 360)]
+        Linear CFP (before gain, log and normalisation, whose statistics are per row).
+    classes : ndarray [shape=(T,)] [int]
+        0 = unvoiced, ``c`` = row ``c - 1``.
+    k : int [rows]
+
+    Returns
+    -------
+    linear, classes : the shifted segment and labels
+    valid : ndarray [shape=(T,)] [bool]
+        False where a voiced label left the 360 rows (no loss there).
+    """
+    if k == 0:
+        return linear, classes, np.ones(classes.shape[0], bool)
+    out = np.zeros_like(linear)
+    if k > 0:
+        out[..., k:] = linear[..., :-k]
+    else:
+        out[..., :k] = linear[..., -k:]
+    voiced = classes > 0
+    moved = np.where(voiced, classes + k, 0)
+    valid = ~voiced | ((moved >= 1) & (moved <= linear.shape[-1]))
+    return out, np.where(valid, moved, 0), valid
+
+
 class SegmentSampler:
     """Random training segments with random variant and gain.
 
@@ -111,12 +144,18 @@ class SegmentSampler:
             seg = feats[v][start : start + T]
             k = seg.shape[0]
             gain = float(rng.uniform(*cfg.gain_db))
+            labels, valid = classes[start : start + k], None
+            if cfg.pitch_shift_bins:  # drawn only when enabled: runs without it stay reproducible
+                shift = int(rng.integers(-cfg.pitch_shift_bins, cfg.pitch_shift_bins + 1))
+                seg, labels, valid = shift_rows(seg, labels, shift)
             silence = normalise(np.zeros((T - k, 3, 360)), self.stats) if k < T else None
             xs[b, :, :, :k] = normalise(seg, self.stats, gain, self.exps)
             if silence is not None:
                 xs[b, :, :, k:] = silence
-            ys[b, :k] = classes[start : start + k]
+            ys[b, :k] = labels
             mask[b, cfg.warmup_frames : k] = 1.0
+            if valid is not None:
+                mask[b, :k] *= valid
         return torch.from_numpy(xs), torch.from_numpy(ys), torch.from_numpy(mask)
 
 

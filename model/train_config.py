@@ -63,6 +63,9 @@ class TrainConfig:
         Sampling probability of each cached variant (voice, mix0, mixr, mix).
     gain_db : (float, float) [dB]
         Random input gain range, applied exactly in the linear feature domain.
+    pitch_shift_bins : int [CFP rows, 20 cents each]
+        Largest random transposition of a segment (0 = off): the linear CFP moves along
+        its log-frequency rows and the labels with it (:func:`shift_rows`).
     steps_per_epoch : int
         Optimiser steps between validations.
     val_max_tracks : int
@@ -93,6 +96,7 @@ class TrainConfig:
     ablation: str = "all"
     variant_probs: dict = field(default_factory=lambda: {"voice": 0.25, "mix0": 0.35, "mixr": 0.4, "mix": 1.0})
     gain_db: tuple[float, float] = (-20.0, 20.0)
+    pitch_shift_bins: int = 0
     val_variants: tuple[str, ...] = ("mix0", "voice")
     val_max_tracks: int = 0
     seed: int = 19961206
@@ -109,6 +113,8 @@ class TrainConfig:
             raise ConfigError(f"ablation must be one of {sorted(ABLATIONS)}, got {self.ablation!r}")
         if not 0 <= self.warmup_frames < self.segment_frames:
             raise ConfigError("warmup_frames must be in [0, segment_frames)")
+        if not 0 <= self.pitch_shift_bins < 360:
+            raise ConfigError(f"pitch_shift_bins must be in [0, 360), got {self.pitch_shift_bins}")
 
     @property
     def loss_weights(self) -> LossConfig:

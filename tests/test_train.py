@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="training needs the [train] extra (t
 
 from melodyrt.model.datasets import discover, labels_on_frames  # noqa: E402
 from melodyrt.model.sdms import sdms_loss  # noqa: E402
-from melodyrt.model.train import load_checkpoint, train  # noqa: E402
+from melodyrt.model.train import load_checkpoint, shift_rows, train  # noqa: E402
 from melodyrt.model.train_config import TrainConfig  # noqa: E402
 
 DATA = Path(os.environ.get("MELODYRT_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mir1k8k"))
@@ -37,6 +37,23 @@ def test_labels_interpolate_in_semitones_and_never_across_voicing():
     assert f[0] == pytest.approx(220 * 2**0.5)  # halfway in log-frequency
     assert f[1] == 440.0 and f[2] == 0.0  # nearest label next to the unvoiced one
     assert f[4] == 0.0  # beyond the annotation
+
+
+def test_pitch_shift_moves_features_and_labels_together():
+    t = 5
+    linear = np.zeros((t, 3, 360), np.float32)
+    rows = np.array([10, 100, 200, 355, 3])
+    linear[np.arange(t), :, rows] = 1.0
+    classes = np.array([11, 101, 0, 356, 4])  # class c = row c - 1; frame 2 unvoiced
+    up, cls_up, ok_up = shift_rows(linear, classes, 7)
+    assert [int(np.argmax(up[i, 0])) for i in (0, 1)] == [17, 107]
+    assert up[3].max() == 0.0  # row 355 + 7 left the grid
+    assert list(cls_up) == [18, 108, 0, 0, 11] and list(ok_up) == [True, True, True, False, True]
+    down, cls_dn, ok_dn = shift_rows(linear, classes, -5)
+    assert int(np.argmax(down[1, 2])) == 95 and down[4].max() == 0.0
+    assert list(cls_dn) == [6, 96, 0, 351, 0] and list(ok_dn) == [True, True, True, True, False]
+    same = shift_rows(linear, classes, 0)
+    assert same[0] is linear and same[2].all()
 
 
 def test_sdms_loss_switches_follow_the_ablation():
