@@ -28,10 +28,9 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import struct
 import time
 from typing import Any
-
-import struct
 
 from pythonosc.parsing.osc_types import write_date
 
