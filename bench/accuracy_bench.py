@@ -33,7 +33,7 @@ from melodyrt.rt.bundle import ModelBundle, load_bundle
 from melodyrt.rt.decode import DecoderConfig
 from melodyrt.rt.tracker import Tracker, TrackerConfig, transcribe_signal
 
-from .cfp_bench import machine_info
+from .cfp_bench import machine_info, machine_line, save_figure
 
 VAL_SINGERS = ("Kenshin", "annar")
 METRICS = ("VR", "VFA", "RPA", "RCA", "OA")
@@ -257,16 +257,13 @@ def write_plot(result: dict[str, Any], out_dir: Path, name: str) -> list[str]:
         ax.set_title(f"{cond}: accuracy vs latency")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    p = out_dir / f"{name}_vs_latency.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p.name]
+    return [save_figure(fig, out_dir, f"{name}_vs_latency.png")]
 
 
 def markdown(result: dict[str, Any]) -> str:
     d, m = result["data"], result["machine"]
     lines = [f"# melodyrt bench {result['benchmark']}{' (quick mode)' if result['quick'] else ''}", "",
-             f"Machine: {m['cpu_model']}, {m['cores_usable']}/{m['cores_logical']} cores, load {m['load_avg_1min']:.2f} (1 min)",
+             machine_line(m),
              f"Data: {d['dir']} ({d['layout']}, {d['tracks']} tracks{', singers ' + ', '.join(d['singers']) if d['singers'] else ''}); "
              f"model {result['model']['name']}{' (UNTRAINED: scores are meaningless)' if result['model']['untrained'] else ''}.", ""]
     for cond, rows in result["scores"].items():

@@ -143,6 +143,21 @@ def bench_offline(audio_8k: np.ndarray, settings: BenchSettings) -> dict[str, fl
     }
 
 
+def machine_line(m: dict[str, Any]) -> str:
+    """The one-line machine header of the bench reports (``m`` from :func:`machine_info`)."""
+    return (f"Machine: {m['cpu_model']}, {m['cores_usable']}/{m['cores_logical']} cores, "
+            f"load {m['load_avg_1min']:.2f} (1 min)")
+
+
+def save_figure(fig: Any, out_dir: Path, filename: str) -> str:
+    """Write a matplotlib figure as ``out_dir / filename`` (100 dpi), close it, return the name."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(out_dir / filename, dpi=100)
+    plt.close(fig)
+    return filename
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, core counts and library versions."""
     from melodyrt.rt.commands import library_versions

@@ -36,7 +36,7 @@ import numpy as np
 from melodyrt.rt.errors import MelodyRTError
 from melodyrt.rt.synth import f0_contour, harmonic_tone, note_envelope
 
-from .cfp_bench import machine_info, summarise
+from .cfp_bench import machine_info, machine_line, save_figure, summarise
 
 REST_S, NOTE_S = 0.25, 0.35
 CENTS_OK = 50.0
@@ -412,16 +412,13 @@ def write_plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_title("end-to-end latency through JACK (dummy driver)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    p = out_dir / "e2e_hist.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return [p.name]
+    return [save_figure(fig, out_dir, "e2e_hist.png")]
 
 
 def markdown(result: dict[str, Any]) -> str:
     s, m = result["settings"], result["machine"]
     lines = [f"# melodyrt bench e2e{' (quick mode: checks the machinery, not the latency)' if result['quick'] else ''}", "",
-             f"Machine: {m['cpu_model']}, {m['cores_usable']}/{m['cores_logical']} cores, load {m['load_avg_1min']:.2f} (1 min)",
+             machine_line(m),
              f"JACK dummy driver at {s['rate']} Hz, period {s['jack_period']}, stream blocksize {s['blocksize']}; "
              f"{s['phrases']} phrases (rest {s['rest_s']} s, note {s['note_s']} s, step to another note {s['note_s']} s); "
              f"model {result['model']['name']}; xruns: probe {result['xruns']['probe']}, source {result['xruns']['source']}.", "",

@@ -32,7 +32,7 @@ from melodyrt.rt.synth import looped, sung_melody
 from melodyrt.rt.tracker import Tracker, TrackerConfig
 
 from .budget import held_back_by
-from .cfp_bench import machine_info, summarise
+from .cfp_bench import machine_info, save_figure, summarise
 
 GOAL_P50_KEY, GOAL_P99_KEY = "e2e_note_on_p50_ms", "e2e_note_on_p99_ms"
 #: Stages whose delay the design fixes (compute and waits are not in it).
@@ -242,10 +242,7 @@ def write_plots(result: dict[str, Any], hop_total_ns: np.ndarray, out_dir: Path)
     ax2.set_title("measured compute per stage")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    p = out_dir / "latency_stages.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    files.append(p.name)
+    files.append(save_figure(fig, out_dir, "latency_stages.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ms = hop_total_ns / 1e6
@@ -260,10 +257,7 @@ def write_plots(result: dict[str, Any], hop_total_ns: np.ndarray, out_dir: Path)
     ax.set_title(f"compute per hop, {ms.size} hops")
     ax.legend()
     fig.tight_layout()
-    p = out_dir / "latency_hist.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    files.append(p.name)
+    files.append(save_figure(fig, out_dir, "latency_hist.png"))
     return files
 
 
