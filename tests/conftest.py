@@ -1,4 +1,4 @@
-"""Shared fixtures: a seeded generator and synthetic signals with known pitch.
+"""Shared fixtures: a seeded generator, synthetic signals with known pitch, a list sink.
 
 The synthesis itself lives in :mod:`melodyrt.rt.synth` so the demo and the benchmarks use
 the same signals.
@@ -11,7 +11,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from melodyrt.rt.frames import PitchFrame
 from melodyrt.rt.synth import sung_melody
+
+
+class ListSink:
+    """A sink that keeps every frame it is sent and counts ``close()`` calls."""
+
+    latency_samples = 0
+
+    def __init__(self) -> None:
+        self.frames: list[PitchFrame] = []
+        self.closed = 0
+
+    def send(self, frame: PitchFrame) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture
+def list_sink() -> ListSink:
+    """A fresh :class:`ListSink`."""
+    return ListSink()
 
 HERE = Path(__file__).resolve().parent
 

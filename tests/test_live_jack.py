@@ -19,7 +19,6 @@ import time
 import numpy as np
 import pytest
 
-from melodyrt.rt.frames import PitchFrame
 
 pytestmark = pytest.mark.jack
 
@@ -105,21 +104,7 @@ class Feeder:
         self.client.close()
 
 
-class Collect:
-    latency_samples = 0
-
-    def __init__(self) -> None:
-        self.frames: list[PitchFrame] = []
-        self.closed = 0
-
-    def send(self, frame: PitchFrame) -> None:
-        self.frames.append(frame)
-
-    def close(self) -> None:
-        self.closed += 1
-
-
-def test_frames_arrive_with_sane_timestamps_and_no_xruns(jack_server, untrained_bundle):
+def test_frames_arrive_with_sane_timestamps_and_no_xruns(jack_server, untrained_bundle, list_sink):
     from melodyrt.rt.source import AudioSource, SourceConfig, resolve_input
     from melodyrt.rt.tracker import Tracker
 
@@ -127,7 +112,7 @@ def test_frames_arrive_with_sane_timestamps_and_no_xruns(jack_server, untrained_
     device, rate = resolve_input(cfg)
     assert "JACK" in device["hostapi"] and rate == RATE
     tracker = Tracker(rate, untrained_bundle, backend="ort")
-    sink = Collect()
+    sink = list_sink
     source = AudioSource(tracker, [sink], cfg, device)
     t = np.arange(RATE) / RATE
     tone = 0.3 * np.sin(2 * np.pi * 400.0 * t)  # whole cycles per 10 ms hop: a steady RMS

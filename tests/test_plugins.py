@@ -123,21 +123,8 @@ def test_csv_sink_abort_keeps_the_old_file(tmp_path: Path):
     assert target.read_text() == "old\n" and list(tmp_path.iterdir()) == [target]
 
 
-def test_given_source_and_extra_sinks_override_the_file(tmp_path: Path):
-    class ListSink:
-        latency_samples = 0
-
-        def __init__(self) -> None:
-            self.frames: list[PitchFrame] = []
-            self.closed = 0
-
-        def send(self, frame: PitchFrame) -> None:
-            self.frames.append(frame)
-
-        def close(self) -> None:
-            self.closed += 1
-
-    extra = ListSink()
+def test_given_source_and_extra_sinks_override_the_file(tmp_path: Path, list_sink):
+    extra = list_sink
     src = SynthSource(sample_rate=8000, block_size=80)
     chain = build_chain({"sinks": []}, source=src, extra_sinks=[extra])
     assert chain.source is src and chain.sample_rate == 8000
