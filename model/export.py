@@ -18,16 +18,17 @@ import numpy as np
 import onnx
 import torch
 
-from melodyrt.rt.bundle import FORMAT, FORMAT_VERSION, METADATA_FILE, sha256_of
+from melodyrt.rt.bundle import CARRY, FORMAT, FORMAT_VERSION, METADATA_FILE, StateSpec, sha256_of
 from melodyrt.rt.cfp import cfp_from_signal
 from melodyrt.rt.config import CfpConfig, NormConfig, _from_mapping
 from melodyrt.rt.errors import MelodyRTError
+from melodyrt.rt.window_sums import WindowSums
 
 from .streaming import StreamingStep, export_step_onnx
 from .train import load_checkpoint, model_from_checkpoint
 
 #: Version of the shipped weights; bump whenever model/weights/rt changes.
-MODEL_VERSION = "0.2.0"
+MODEL_VERSION = "0.2.1"
 
 
 def validation_frames(cfp: CfpConfig, stats, n_frames: int = 300, audio: np.ndarray | None = None) -> np.ndarray:
@@ -40,17 +41,26 @@ def validation_frames(cfp: CfpConfig, stats, n_frames: int = 300, audio: np.ndar
     return frames[:n_frames]
 
 
-def _ort_run(path: Path, frames: np.ndarray, states: list[np.ndarray], names: list[str]) -> np.ndarray:
+def _ort_run(path: Path, frames: np.ndarray, specs: list[StateSpec]) -> np.ndarray:
+    """Plain ``session.run`` from the zero state, windows kept by :class:`WindowSums`."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = []
-    st = [s.copy() for s in states]
+    carries = [s for s in specs if s.kind == CARRY]
+    st = [np.zeros((1, *s.shape), frames.dtype) for s in carries]
+    windows = WindowSums(specs, 1, frames.dtype)
+    outs = ["salience"] + [s.output_name for s in carries] + [s.output_name for s in windows.specs]
+    res = []
     for t in range(frames.shape[0]):
-        feeds = {"frame": frames[t : t + 1]} | {f"state_in_{n}": s for n, s in zip(names, st)}
-        sal, *st = sess.run(None, feeds)
-        out.append(sal[0])
-    return np.stack(out).astype(np.float32)
+        feeds = {"frame": frames[t : t + 1]} | {s.input_name: a for s, a in zip(carries, st)}
+        feeds |= {s.input_name: a for s, a in zip(windows.specs, windows.sum_in)}
+        sal, *new = sess.run(outs, feeds)
+        st = new[: len(carries)]
+        for buf, a in zip(windows.frame_out, new[len(carries):]):
+            buf[...] = a
+        windows.advance()
+        res.append(sal[0])
+    return np.stack(res).astype(np.float32)
 
 
 @torch.no_grad()
@@ -108,10 +118,9 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
     torch.save(slim, out / "checkpoint.pt")
 
     frames = validation_frames(cfp, stats, n_validate, audio)
-    names = step.state_names
-    zero32 = [s.numpy() for s in step.initial_state(1)]
+    specs = step.state_specs()
     ref = _torch_run(step, frames, torch.float32)
-    ort32 = _ort_run(fp32_path, frames, zero32, names)
+    ort32 = _ort_run(fp32_path, frames, specs)
     err32 = float(np.abs(ort32 - ref).max())
     if err32 > 1e-4:
         raise MelodyRTError(f"ONNX Runtime FP32 differs from torch by {err32:.2e} (> 1e-4): export is broken")
@@ -124,7 +133,7 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
     validation["fp16_torch_half_vs_fp32_max_abs"] = float(np.abs(t16 - ref).max())
     validation["fp16_torch_half_argmax_agreement"] = float((t16.argmax(1) == ref.argmax(1)).mean())
     try:
-        o16 = _ort_run(fp16_path, frames.astype(np.float16), [z.astype(np.float16) for z in zero32], names)
+        o16 = _ort_run(fp16_path, frames.astype(np.float16), specs)
         validation["fp16_ort_vs_fp32_max_abs"] = float(np.abs(o16 - ref).max())
         validation["fp16_ort_argmax_agreement"] = float((o16.argmax(1) == ref.argmax(1)).mean())
     except Exception as exc:  # ORT's CPU provider lacks some FP16 kernels
@@ -151,7 +160,7 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
         "n_classes": 361,
         "delay_frames": int(model.delay_frames),
         "receptive_field_frames": int(step.receptive_field_frames),
-        "states": [{"name": n, "shape": list(s)} for n, s in step.state_specs()],
+        "states": [s.to_meta() for s in specs],
         "model_config": model.cfg.to_dict(),
         "trained_on": {"data": tc.get("data"), "val_singers": tc.get("val_singers"), "ablation": tc.get("ablation")},
         "training_state": {k: ckpt.get("state", {}).get(k) for k in ("epoch", "global_step", "best_oa", "wall_seconds")},

@@ -164,7 +164,11 @@ class CausalWindowMean(Stateful):
     """Running mean over the last ``window`` frames (causal TFA frequency attention).
 
     ``y[..., t] = (1 / W) * sum_{s = t-W+1}^{t} x[..., s]`` with ``x[..., s] = 0`` for
-    ``s < 0``. Dividing by W even during the first W-1 frames (rather than by the
+    ``s < 0``. In the one-frame streaming step (``cache.single_frame``) the state
+    is the sum of the previous W-1 frames, of shape ``(B, C, 1, F)``, and the layer writes
+    its input frame as the new state; whoever runs the step keeps the window (see
+    :class:`melodyrt.model.streaming.StreamingStep`). Chunked streaming keeps the W-1
+    frames themselves, like the convs. Dividing by W even during the first W-1 frames (rather than by the
     number of available frames) keeps the layer a plain zero-padded filter, exactly as
     the convs treat the start of a sequence, so a zero initial state in the streaming
     step reproduces it without a frame counter.
@@ -194,12 +198,14 @@ class CausalWindowMean(Stateful):
         """``(B, C, T, F) -> (B, C, T, F)``."""
         if self.window == 1:
             return x
-        x = self._window(x, cache, self.window - 1, 0)
         if cache is not None and cache.single_frame:
-            # One streamed frame: a plain mean over the window. ReduceMean runs on the
-            # NCHW tensor as is; an AveragePool would make onnxruntime reorder the whole
-            # (C, W, F) window into its blocked layout first.
-            return x.mean(dim=2, keepdim=True)
+            # One streamed frame: the state is the *sum* of the previous W-1 frames, kept
+            # by the engine (melodyrt.rt.window_sums), and the new frame is handed back.
+            # Carrying the frames themselves through the step cost a concat and a slice
+            # of (C, W-1, F) per step, a third of the rt model's step time.
+            cache.out[self.state_name] = x
+            return (cache.inp[self.state_name] + x) * (1.0 / self.window)
+        x = self._window(x, cache, self.window - 1, 0)
         # Sequences: a depthwise conv with a constant 1/W kernel; ~6x faster than
         # avg_pool2d((W, 1)) forward + backward on CPU, same sums up to rounding.
         c = x.shape[1]

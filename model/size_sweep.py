@@ -34,6 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from melodyrt.rt.bundle import CARRY
+from melodyrt.rt.window_sums import WindowSums
+
 from .config import ModelConfig, load_model_config
 from .network import MFTFA
 from .streaming import StreamingStep, export_step_onnx, ort_session
@@ -110,7 +113,12 @@ class OrtStepBench:
         rng = np.random.default_rng(0)
         self.frames = rng.random((64, 1, step.cfg.in_channels, step.cfg.n_bins),
                                  dtype=np.float32)
+        self.specs = step.state_specs()
         self.states = [s.numpy() for s in step.initial_state(1)]
+        self.windows = WindowSums(self.specs, 1, np.float32)
+        self._window_idx = [i for i, s in enumerate(self.specs) if s.kind != CARRY]
+        for i, a in zip(self._window_idx, self.windows.sum_in):
+            self.states[i] = a
         self.i = 0
         self.wall: list[int] = []
         self.cpu: list[int] = []
@@ -124,6 +132,10 @@ class OrtStepBench:
             c0 = time.thread_time_ns()
             t0 = time.perf_counter_ns()
             out = self.sess.run(None, feeds)
+            for k, i in enumerate(self._window_idx):
+                self.windows.frame_out[k][...] = out[1 + i]
+                out[1 + i] = self.windows.sum_in[k]
+            self.windows.advance()
             t1 = time.perf_counter_ns()
             c1 = time.thread_time_ns()
             self.states = out[1:]

@@ -5,33 +5,46 @@ dropped) as a pure function of one CFP frame and explicit named state tensors::
 
     salience, *new_states = step(frame, *states)
 
-Each state is the last ``k - 1`` input frames of one causal layer (or the last
-``W - 1`` frames of a TFA frequency-attention running mean). Run from
-``step.initial_state(batch)`` (zeros), the step reproduces the full causal forward
-``model(x)["main"][:, :, t]`` frame by frame (the zero state *is* the zero padding).
+States come in two kinds (:class:`melodyrt.rt.bundle.StateSpec`):
 
-ONNX export (:func:`export_step_onnx`) names the inputs ``frame``,
-``state_in_<name>`` and the outputs ``salience``, ``state_out_<name>``, in the order of
-:meth:`StreamingStep.state_specs`, and writes a JSON metadata sidecar.
+* ``carry``: the last ``k - 1`` input frames of one causal conv; the step returns the
+  new value and takes it back on the next call;
+* ``window_sum``: a TFA frequency-attention mean over the last W frames. The step takes
+  the sum of the previous W-1 frames and returns the new frame; the caller keeps the
+  window (:meth:`StreamingStep.run` here, :class:`melodyrt.rt.window_sums.WindowSums`
+  in the engines).
+
+Run from ``step.initial_state(batch)`` (zeros), the step reproduces the full causal
+forward ``model(x)["main"][:, :, t]`` frame by frame (the zero state *is* the zero
+padding).
+
+ONNX export (:func:`export_step_onnx`) names the inputs ``frame`` and
+``StateSpec.input_name`` (``state_in_<name>`` or ``window_sum_<name>``), the outputs
+``salience`` and ``StateSpec.output_name`` (``state_out_<name>`` or
+``window_frame_<name>``), in the order of :meth:`StreamingStep.state_specs`, and writes
+a JSON metadata sidecar.
 """
 from __future__ import annotations
 
 import json
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from melodyrt.rt.bundle import CARRY, WINDOW_SUM, StateSpec
+
 from .fold import fold_batchnorm, has_batchnorm
-from .layers import StreamCache
+from .layers import CausalWindowMean, StreamCache, stateful_layers
 from .network import MFTFA
 
 __all__ = ["StreamingStep", "export_step_onnx", "ort_session", "STEP_SCHEMA_VERSION"]
 
-#: Bump when the step's input/output layout changes.
-STEP_SCHEMA_VERSION = 1
+#: Bump when the step's input/output layout changes (2: window-sum states).
+STEP_SCHEMA_VERSION = 2
 
 
 class StreamingStep(nn.Module):
@@ -67,25 +80,32 @@ class StreamingStep(nn.Module):
         net.bottlenecks = nn.ModuleList()
         self.net = net.eval()
         self.cfg = model.cfg
-        self._specs: list[tuple[str, tuple[int, ...]]] = net.stream_state_specs()
-        self.state_names: list[str] = [n for n, _ in self._specs]
+        self._specs: list[StateSpec] = []
+        for part in (net.stem, net.blocks, net.head):
+            for m in stateful_layers(part):
+                if isinstance(m, CausalWindowMean):
+                    c, _, f = m.state_shape()
+                    self._specs.append(StateSpec(m.state_name, (c, 1, f), WINDOW_SUM, m.window))
+                else:
+                    self._specs.append(StateSpec(m.state_name, m.state_shape(), CARRY))
+        self.state_names: list[str] = [s.name for s in self._specs]
 
     # ------------------------------------------------------------------ metadata
-    def state_specs(self) -> list[tuple[str, tuple[int, ...]]]:
-        """Ordered ``(name, shape without batch)``.
+    def state_specs(self) -> list[StateSpec]:
+        """The states in step order.
 
         Names are the layer's module path with ``_`` (e.g. ``"stem_0_convs_0_conv"``,
         ``"blocks_1_msc_0_convs_0"``, ``"blocks_0_tfa_f_mean"``, ``"head_convs_0"``);
-        shapes are time-major ``(channels, frames kept, n_freq)``, e.g. ``(3, 2, 360)``
-        for a conv with time kernel 3 on the CFP input, ``(16, 11, 360)`` for a W = 12
-        frequency-attention mean, ``(16, 2, 1)`` for a time-attention conv.
+        shapes are time-major ``(channels, frames, n_freq)``, e.g. ``(3, 2, 360)`` for a
+        conv with time kernel 3 on the CFP input, ``(16, 2, 1)`` for a time-attention
+        conv, ``(16, 1, 360)`` for the window sum of a frequency-attention mean.
         """
         return list(self._specs)
 
     def initial_state(self, batch: int = 1, dtype: torch.dtype = torch.float32,
                       device: torch.device | str | None = None) -> list[Tensor]:
         """Zero states ``[(batch, *shape), ...]`` = the zero padding of the full forward."""
-        return [torch.zeros((batch, *s), dtype=dtype, device=device) for _, s in self._specs]
+        return [torch.zeros((batch, *s.shape), dtype=dtype, device=device) for s in self._specs]
 
     @property
     def delay_frames(self) -> int:
@@ -101,9 +121,9 @@ class StreamingStep(nn.Module):
     def state_numel(self) -> int:
         """Total state size per batch item [floats]."""
         n = 0
-        for _, s in self._specs:
-            k = 1
-            for d in s:
+        for s in self._specs:
+            k = s.window - 1 if s.kind == WINDOW_SUM else 1  # the frames the caller keeps
+            for d in s.shape:
                 k *= d
             n += k
         return n
@@ -118,15 +138,46 @@ class StreamingStep(nn.Module):
         return (torch.softmax(logits.squeeze(1), dim=1), *[cache.out[n] for n in self.state_names])
 
     @torch.no_grad()
-    def run(self, x: Tensor, states: Optional[Sequence[Tensor]] = None
-            ) -> tuple[Tensor, list[Tensor]]:
-        """Convenience: step through a sequence ``x`` (B, 3, 360, T) -> (B, 361, T)."""
-        st = list(states) if states is not None else self.initial_state(x.shape[0], x.dtype, x.device)
+    def run(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Step through a sequence from the zero state, keeping the windows as an engine does.
+
+        Parameters
+        ----------
+        x : Tensor [shape=(B, 3, 360, T)]
+
+        Returns
+        -------
+        salience : Tensor [shape=(B, 361, T)]
+        states : list of Tensor
+            The step inputs for frame ``T`` (carries and window sums).
+        """
+        st = self.initial_state(x.shape[0], x.dtype, x.device)
+        windows = {i: _TorchWindow(s, st[i]) for i, s in enumerate(self._specs) if s.kind == WINDOW_SUM}
         outs = []
         for t in range(x.shape[-1]):
             sal, *st = self(x[..., t], *st)
+            for i, w in windows.items():
+                st[i] = w.push(st[i])
             outs.append(sal)
         return torch.stack(outs, dim=-1), st
+
+
+class _TorchWindow:
+    """The last W-1 frames of one window state and their float64 sum (torch twin of
+    :class:`melodyrt.rt.window_sums.WindowSums`)."""
+
+    def __init__(self, spec: StateSpec, like: Tensor) -> None:
+        zero = torch.zeros_like(like, dtype=torch.float64)
+        self.frames = deque([zero] * (spec.window - 1))
+        self.sum = zero.clone()
+        self.dtype = like.dtype
+
+    def push(self, frame: Tensor) -> Tensor:
+        """Take the newest frame; return the next step's input (sum of the last W-1)."""
+        new = frame.to(torch.float64)
+        self.sum = self.sum + new - self.frames.popleft()
+        self.frames.append(new)
+        return self.sum.to(self.dtype)
 
 
 def _copy_eval(model: MFTFA) -> MFTFA:
@@ -166,8 +217,8 @@ def export_step_onnx(step: StreamingStep, path: str | Path, *, opset: int = 17,
 
     Notes
     -----
-    Inputs ``frame`` (B, 3, 360) and ``state_in_<name>``; outputs ``salience``
-    (B, 361) and ``state_out_<name>``, all of ``dtype``. Uses the TorchScript exporter:
+    Inputs ``frame`` (B, 3, 360) and one per state (``StateSpec.input_name``); outputs
+    ``salience`` (B, 361) and one per state (``StateSpec.output_name``), all of ``dtype``. Uses the TorchScript exporter:
     the graph is a plain chain of Conv/Concat/Slice/Split/ReduceMean/Softmax and
     elementwise ops (Relu, Selu, Sigmoid, Mul, Add) with no data-dependent control
     flow.
@@ -176,8 +227,9 @@ def export_step_onnx(step: StreamingStep, path: str | Path, *, opset: int = 17,
     step = step.eval()
     frame = torch.zeros(1, step.cfg.in_channels, step.cfg.n_bins, dtype=dtype)
     states = step.initial_state(1, dtype=dtype)
-    in_names = ["frame"] + [f"state_in_{n}" for n in step.state_names]
-    out_names = ["salience"] + [f"state_out_{n}" for n in step.state_names]
+    specs = step.state_specs()
+    in_names = ["frame"] + [s.input_name for s in specs]
+    out_names = ["salience"] + [s.output_name for s in specs]
     dyn = {n: {0: "batch"} for n in in_names + out_names} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -193,9 +245,10 @@ def export_step_onnx(step: StreamingStep, path: str | Path, *, opset: int = 17,
         "delay_frames": step.delay_frames,
         "receptive_field_frames": step.receptive_field_frames,
         "inputs": [{"name": "frame", "shape": ["batch", step.cfg.in_channels, step.cfg.n_bins]}]
-        + [{"name": f"state_in_{n}", "shape": ["batch", *s]} for n, s in step.state_specs()],
+        + [{"name": s.input_name, "shape": ["batch", *s.shape]} for s in specs],
         "outputs": [{"name": "salience", "shape": ["batch", step.cfg.n_classes]}]
-        + [{"name": f"state_out_{n}", "shape": ["batch", *s]} for n, s in step.state_specs()],
+        + [{"name": s.output_name, "shape": ["batch", *s.shape]} for s in specs],
+        "states": [s.to_meta() for s in specs],
         "config": step.cfg.to_dict(),
     }
     if metadata:

@@ -11,19 +11,26 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from melodyrt.rt.bundle import ModelBundle
+from melodyrt.rt.bundle import CARRY, ModelBundle
 from melodyrt.rt.errors import ModelError
+from melodyrt.rt.window_sums import WindowSums
 
 from .streaming import StreamingStep
 from .train import load_checkpoint, model_from_checkpoint
 
 
 class TorchState:
-    """Per-stream state tensors of the step."""
+    """Per-stream state of the step: carry tensors plus the windows the engine keeps."""
 
     def __init__(self, step: StreamingStep, n: int) -> None:
         self.n = n
+        specs = step.state_specs()
         self.tensors = step.initial_state(n)
+        self.windows = WindowSums(specs, n, np.float32)
+        # step inputs of the window states share memory with WindowSums.sum_in
+        for i, w in zip([i for i, s in enumerate(specs) if s.kind != CARRY], self.windows.sum_in):
+            self.tensors[i] = torch.from_numpy(w)
+        self._window_out = [i for i, s in enumerate(specs) if s.kind != CARRY]
 
 
 class TorchEngine:
@@ -49,7 +56,12 @@ class TorchEngine:
     def step(self, frames: NDArray, state: TorchState | None = None) -> tuple[NDArray, TorchState]:
         st = state if state is not None else self._own
         x = torch.from_numpy(np.ascontiguousarray(frames, np.float32))
-        sal, *st.tensors = self.step_module(x, *st.tensors)
+        sal, *new = self.step_module(x, *st.tensors)
+        for k, i in enumerate(st._window_out):
+            st.windows.frame_out[k][...] = new[i].numpy()
+            new[i] = st.tensors[i]  # keep the shared sum_in tensor in place
+        st.tensors = new
+        st.windows.advance()
         return sal.numpy(), st
 
     def reset(self, state: TorchState | None = None, streams: list[int] | None = None) -> None:
@@ -59,6 +71,7 @@ class TorchEngine:
                 t.zero_()
             else:
                 t[streams] = 0
+        st.windows.zero(streams)
 
     def warmup(self) -> None:
         st = self.new_state(1)

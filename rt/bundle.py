@@ -21,7 +21,8 @@ from .config import CfpConfig, NormConfig, _from_mapping
 from .errors import ConfigError, ModelError
 
 FORMAT = "melodyrt-model"
-FORMAT_VERSION = 1
+#: 2: frequency-attention windows became host-managed running sums (``kind`` of a state).
+FORMAT_VERSION = 2
 METADATA_FILE = "model.json"
 #: The packaged default model (the ``rt`` network trained on MIR-1K).
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "model" / "weights" / "rt"
@@ -36,12 +37,61 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+#: A state the step returns and takes back on the next call (the last k-1 inputs of a conv).
+CARRY = "carry"
+#: A causal window mean: the step takes the sum of the last ``window - 1`` frames and returns
+#: the new frame; the engine keeps those frames and their running sum (:mod:`.window_sums`).
+WINDOW_SUM = "window_sum"
+
+
 @dataclass(frozen=True)
 class StateSpec:
-    """One recurrent state tensor of the streaming step (shape without the batch axis)."""
+    """One recurrent state of the streaming step.
+
+    Attributes
+    ----------
+    name : str
+        Layer name (its module path with ``_``).
+    shape : tuple of int
+        Shape of the step's input and output tensor without the batch axis:
+        ``(channels, k - 1, n_freq)`` for a carry, ``(channels, 1, n_freq)`` for a window.
+    kind : {"carry", "window_sum"}
+    window : int
+        W [frames] of a window state (0 for a carry).
+    """
 
     name: str
     shape: tuple[int, ...]
+    kind: str = CARRY
+    window: int = 0
+
+    @property
+    def input_name(self) -> str:
+        """ONNX input: ``state_in_<name>`` (carry) or ``window_sum_<name>`` (window)."""
+        return f"state_in_{self.name}" if self.kind == CARRY else f"window_sum_{self.name}"
+
+    @property
+    def output_name(self) -> str:
+        """ONNX output: ``state_out_<name>`` (carry) or ``window_frame_<name>`` (window)."""
+        return f"state_out_{self.name}" if self.kind == CARRY else f"window_frame_{self.name}"
+
+    @classmethod
+    def from_meta(cls, entry: dict) -> "StateSpec":
+        """From one ``model.json`` ``states`` entry (checked)."""
+        kind = entry.get("kind", CARRY)
+        if kind not in (CARRY, WINDOW_SUM):
+            raise ValueError(f"state {entry.get('name')!r} has unknown kind {kind!r}")
+        window = int(entry.get("window", 0))
+        if kind == WINDOW_SUM and window < 2:
+            raise ValueError(f"window state {entry.get('name')!r} needs window >= 2, got {window}")
+        return cls(str(entry["name"]), tuple(int(d) for d in entry["shape"]), kind, window)
+
+    def to_meta(self) -> dict:
+        """The ``model.json`` entry."""
+        d: dict = {"name": self.name, "shape": list(self.shape), "kind": self.kind}
+        if self.kind == WINDOW_SUM:
+            d["window"] = self.window
+        return d
 
 
 @dataclass(frozen=True)
@@ -124,7 +174,7 @@ def load_bundle(root: str | Path | None = None) -> ModelBundle:
     try:
         cfp = _from_mapping(CfpConfig, meta["cfp"], "cfp.")
         stats = FeatureStats.from_lists(meta["norm"]["offset"], meta["norm"]["scale"])
-        states = tuple(StateSpec(s["name"], tuple(int(d) for d in s["shape"])) for s in meta["states"])
+        states = tuple(StateSpec.from_meta(s) for s in meta["states"])
         delay = int(meta["delay_frames"])
         n_bins, n_classes = int(meta["n_bins"]), int(meta["n_classes"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:

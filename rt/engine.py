@@ -21,8 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from .bundle import ModelBundle, load_bundle
+from .bundle import CARRY, ModelBundle, load_bundle
 from .errors import MelodyRTError, ModelError
+from .window_sums import WindowSums
 
 BACKENDS = ("auto", "ort", "tensorrt", "torch")
 
@@ -66,25 +67,32 @@ class Engine(Protocol):
 class OrtState:
     """Preallocated buffers of N streams bound to an ONNX Runtime session.
 
-    Two sets of state buffers alternate as input and output (ping-pong), each with its
-    own prebuilt ``IOBinding``: a step copies the frames in and runs, with no allocation.
+    Two sets of carry-state buffers alternate as input and output (ping-pong), each with
+    its own prebuilt ``IOBinding``; the window states are bound to one
+    :class:`~.window_sums.WindowSums`. A step copies the frames in, runs and advances the
+    windows, with no allocation.
     """
 
     def __init__(self, session: Any, bundle: ModelBundle, n: int, dtype: np.dtype) -> None:
         self.n = n
         self.frame = np.zeros((n, 3, 360), dtype)
         self.salience = np.zeros((n, 361), dtype)
-        self.buffers = [[np.zeros((n, *s.shape), dtype) for s in bundle.states] for _ in range(2)]
+        self.carries = [s for s in bundle.states if s.kind == CARRY]
+        self.buffers = [[np.zeros((n, *s.shape), dtype) for s in self.carries] for _ in range(2)]
+        self.windows = WindowSums(bundle.states, n, dtype)
         self.current = 0
-        self.bindings = [self._bind(session, bundle, self.buffers[i], self.buffers[1 - i]) for i in (0, 1)]
+        self.bindings = [self._bind(session, self.buffers[i], self.buffers[1 - i]) for i in (0, 1)]
 
-    def _bind(self, session: Any, bundle: ModelBundle, ins: list, outs: list) -> Any:
+    def _bind(self, session: Any, ins: list, outs: list) -> Any:
         io = session.io_binding()
         _bind_array(io.bind_input, "frame", self.frame)
         _bind_array(io.bind_output, "salience", self.salience)
-        for spec, a, b in zip(bundle.states, ins, outs):
-            _bind_array(io.bind_input, f"state_in_{spec.name}", a)
-            _bind_array(io.bind_output, f"state_out_{spec.name}", b)
+        for spec, a, b in zip(self.carries, ins, outs):
+            _bind_array(io.bind_input, spec.input_name, a)
+            _bind_array(io.bind_output, spec.output_name, b)
+        for spec, a, b in zip(self.windows.specs, self.windows.sum_in, self.windows.frame_out):
+            _bind_array(io.bind_input, spec.input_name, a)
+            _bind_array(io.bind_output, spec.output_name, b)
         return io
 
     def zero(self, streams: list[int] | None = None) -> None:
@@ -94,6 +102,7 @@ class OrtState:
                     b[:] = 0
                 else:
                     b[streams] = 0
+        self.windows.zero(streams)
 
 
 def _bind_array(bind: Any, name: str, arr: NDArray) -> None:
@@ -137,7 +146,7 @@ class OrtEngine:
         except Exception as exc:  # ORT raises its own exception types for bad files
             raise ModelError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
         names = {i.name for i in self.session.get_inputs()}
-        expected = {"frame"} | {f"state_in_{s.name}" for s in bundle.states}
+        expected = {"frame"} | {s.input_name for s in bundle.states}
         if names != expected:
             raise ModelError(f"{path} inputs do not match {bundle.root / 'model.json'} "
                              f"(missing {sorted(expected - names)[:3]}, unexpected {sorted(names - expected)[:3]})")
@@ -150,6 +159,7 @@ class OrtEngine:
         st = state if state is not None else self._own
         st.frame[...] = frames
         self.session.run_with_iobinding(st.bindings[st.current])
+        st.windows.advance()
         st.current ^= 1
         return st.salience, st
 

@@ -72,8 +72,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .bundle import ModelBundle, sha256_of
+from .bundle import CARRY, ModelBundle, sha256_of
 from .errors import MelodyRTError, ModelError
+from .window_sums import WindowSums
 
 __all__ = [
     "TrtEngine",
@@ -283,8 +284,8 @@ def _network_flags(trt: Any) -> int:
 
 
 def _io_names(bundle: ModelBundle) -> tuple[list[str], list[str]]:
-    ins = ["frame"] + [f"state_in_{s.name}" for s in bundle.states]
-    outs = ["salience"] + [f"state_out_{s.name}" for s in bundle.states]
+    ins = ["frame"] + [s.input_name for s in bundle.states]
+    outs = ["salience"] + [s.output_name for s in bundle.states]
     return ins, outs
 
 
@@ -292,8 +293,8 @@ def _expected_shapes(bundle: ModelBundle) -> dict[str, tuple[int, ...]]:
     """Shape of every I/O tensor without the batch axis."""
     shapes: dict[str, tuple[int, ...]] = {"frame": (3, 360), "salience": (361,)}
     for s in bundle.states:
-        shapes[f"state_in_{s.name}"] = tuple(s.shape)
-        shapes[f"state_out_{s.name}"] = tuple(s.shape)
+        shapes[s.input_name] = tuple(s.shape)
+        shapes[s.output_name] = tuple(s.shape)
     return shapes
 
 
@@ -365,9 +366,14 @@ class TrtState:
     """Everything N streams need on the GPU, allocated once.
 
     One execution context (input shapes fixed to ``n``), device buffers for the frame,
-    the salience and two sets of state tensors (ping-pong: set ``current`` is read, the
-    other written, then they swap), pinned host buffers for the frame and salience, and
+    the salience and two sets of carry-state tensors (ping-pong: set ``current`` is read,
+    the other written, then they swap), pinned host buffers for the frame and salience, and
     one CUDA graph per ping-pong direction when capture succeeded.
+
+    Window states (causal window means) are kept on the host by a
+    :class:`~.window_sums.WindowSums` in float64: each step uploads their sums and
+    downloads the new frames (pinned buffers, inside the graph), since a float16 running
+    sum on the device would drift.
 
     Attributes
     ----------
@@ -436,17 +442,28 @@ class TrtState:
         self.h_frame = pinned("frame")
         self.h_salience = pinned("salience")
         self.salience = np.zeros((n, 361), np.float32)
-        # buffers[k][i]: device pointer of state i in set k; row_bytes[i]: one stream's slice
-        states = core.bundle.states
-        self.row_bytes = [int(np.prod(s.shape)) * core.dtypes[f"state_in_{s.name}"].itemsize for s in states]
-        self.buffers = [[dev(f"state_in_{s.name}")[0] for s in states] for _ in range(2)]
+        # buffers[k][i]: device pointer of carry i in set k; row_bytes[i]: one stream's slice
+        states = [s for s in core.bundle.states if s.kind == CARRY]
+        self.row_bytes = [int(np.prod(s.shape)) * core.dtypes[s.input_name].itemsize for s in states]
+        self.buffers = [[dev(s.input_name)[0] for s in states] for _ in range(2)]
         # Per direction k: (name, address) pairs that make set k the input, 1 - k the output.
         self._bind = [
-            [(f"state_in_{s.name}", self.buffers[k][i]) for i, s in enumerate(states)]
-            + [(f"state_out_{s.name}", self.buffers[1 - k][i]) for i, s in enumerate(states)]
+            [(s.input_name, self.buffers[k][i]) for i, s in enumerate(states)]
+            + [(s.output_name, self.buffers[1 - k][i]) for i, s in enumerate(states)]
             for k in (0, 1)
         ]
-        for name, ptr in (("frame", self._d_frame), ("salience", self._d_salience)):
+        self.windows = WindowSums(core.bundle.states, n, np.float32)
+        # (device sum, pinned sum, bytes) and (device frame, pinned frame, bytes) per window
+        self._window_up: list[tuple[int, NDArray, int]] = []
+        self._window_down: list[tuple[int, NDArray, int]] = []
+        fixed = [("frame", self._d_frame), ("salience", self._d_salience)]
+        for spec in self.windows.specs:
+            d_sum, nbytes = dev(spec.input_name)
+            d_new, _ = dev(spec.output_name)
+            self._window_up.append((d_sum, pinned(spec.input_name), nbytes))
+            self._window_down.append((d_new, pinned(spec.output_name), nbytes))
+            fixed += [(spec.input_name, d_sum), (spec.output_name, d_new)]
+        for name, ptr in fixed:
             if not ctx.set_tensor_address(name, ptr):
                 raise MelodyRTError(f"TensorRT rejected the address of {name}{core.last_error()}")
         self.zero()
@@ -467,15 +484,29 @@ class TrtState:
         Returns False when TensorRT refuses the enqueue (during capture: capture failed).
         """
         cudart, stream = self._cudart, self._core.stream
-        _check(cudart, cudart.cudaMemcpyAsync(self._d_frame, self.h_frame.ctypes.data, self._frame_bytes,
-                                              cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream),
-               "cudaMemcpyAsync(frame)")
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cudart, cudart.cudaMemcpyAsync(self._d_frame, self.h_frame.ctypes.data, self._frame_bytes, h2d,
+                                              stream), "cudaMemcpyAsync(frame)")
+        for d_sum, h_sum, nbytes in self._window_up:
+            _check(cudart, cudart.cudaMemcpyAsync(d_sum, h_sum.ctypes.data, nbytes, h2d, stream),
+                   "cudaMemcpyAsync(window sum)")
         if not self._context.execute_async_v3(self._core.stream_handle):
             return False
         _check(cudart, cudart.cudaMemcpyAsync(self.h_salience.ctypes.data, self._d_salience, self._salience_bytes,
-                                              cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
-               "cudaMemcpyAsync(salience)")
+                                              d2h, stream), "cudaMemcpyAsync(salience)")
+        for d_new, h_new, nbytes in self._window_down:
+            _check(cudart, cudart.cudaMemcpyAsync(h_new.ctypes.data, d_new, nbytes, d2h, stream),
+                   "cudaMemcpyAsync(window frame)")
         return True
+
+    def _advance_windows(self) -> None:
+        """Move the downloaded window frames into the host windows; stage the next sums."""
+        w = self.windows
+        for k, (_, h_new, _) in enumerate(self._window_down):
+            np.copyto(w.frame_out[k], h_new)  # float16 -> float32
+        w.advance()
+        for k, (_, h_sum, _) in enumerate(self._window_up):
+            np.copyto(h_sum, w.sum_in[k], casting="same_kind")  # float32 -> float16
 
     def run(self) -> None:
         """One step of direction ``current`` (synchronous), then swap the state sets."""
@@ -487,6 +518,7 @@ class TrtState:
             if not self._enqueue(k):
                 raise MelodyRTError(f"TensorRT execute_async_v3 failed{self._core.last_error()}")
         _check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        self._advance_windows()
         self.current = 1 - k
 
     def _capture_graphs(self) -> None:
@@ -551,6 +583,10 @@ class TrtState:
                 for start, size in spans:
                     _check(cudart, cudart.cudaMemsetAsync(start, 0, size, stream), "cudaMemsetAsync")
         _check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        self.windows.zero(None if streams is None else [int(i) for i in streams])
+        idx = slice(None) if streams is None else [int(i) for i in streams]
+        for _, h_sum, _ in self._window_up:
+            h_sum[idx] = 0
 
     def close(self) -> None:
         """Release the graphs, the execution context and all buffers (idempotent)."""

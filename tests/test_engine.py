@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from melodyrt.rt.bundle import load_bundle
+from melodyrt.rt.bundle import FORMAT_VERSION, load_bundle
 from melodyrt.rt.engine import BackendUnavailable, OrtEngine, available_backends, create_engine
 from melodyrt.rt.errors import MelodyRTError, ModelError
 
@@ -92,10 +92,20 @@ def test_mismatched_metadata_is_refused(untrained_bundle, tmp_path):
     (root / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="format version 99"):
         load_bundle(root)
-    meta["format_version"] = 1
+    meta["format_version"] = FORMAT_VERSION
     meta["cfp"]["hop"] = 160
     (root / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="hop 160"):
+        load_bundle(root)
+    meta["cfp"]["hop"] = 80
+    window = next(s for s in meta["states"] if s["kind"] == "window_sum")
+    window["kind"] = "ring"
+    (root / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="unknown kind 'ring'"):
+        load_bundle(root)
+    window["kind"], window["window"] = "window_sum", 1
+    (root / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="needs window >= 2"):
         load_bundle(root)
     (root / "model.json").write_text("{broken")
     with pytest.raises(ModelError, match="cannot read"):

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from melodyrt.model.config import ModelConfig, load_model_config  # noqa: E402
 from melodyrt.model.network import MFTFA, build_model  # noqa: E402
 from melodyrt.model.streaming import StreamingStep, export_step_onnx, ort_session  # noqa: E402
+from melodyrt.rt.window_sums import WindowSums  # noqa: E402
 
 T = 40  # frames compared step by step
 
@@ -76,7 +77,8 @@ def test_chunked_stream_equals_full_and_resumes(case):
     """forward_stream over uneven chunks (the offline path) = full forward."""
     _, model, step, x = case
     ref = torch.softmax(model(x)["main_logits"], dim=1).detach()
-    states = dict(zip(step.state_names, step.initial_state(2)))
+    # chunks keep the W-1 frames of a window themselves (the net's own state layout)
+    states = {n: torch.zeros(2, *shape) for n, shape in step.net.stream_state_specs()}
     outs = []
     with torch.no_grad():
         for a, b in ((0, 7), (7, 8), (8, 21), (21, T)):
@@ -99,14 +101,17 @@ def test_step_is_strictly_causal(case):
 def test_state_specs_and_initial_state(case):
     name, _, step, _ = case
     specs = step.state_specs()
-    names = [n for n, _ in specs]
+    names = [s.name for s in specs]
     assert len(set(names)) == len(names)
     assert all(n.isidentifier() for n in names)
     states = step.initial_state(3)
-    assert [tuple(s.shape) for s in states] == [(3, *shape) for _, shape in specs]
+    assert [tuple(s.shape) for s in states] == [(3, *spec.shape) for spec in specs]
     assert all(float(s.abs().sum()) == 0.0 for s in states)
-    # every state keeps k-1 (or W-1) frames of one layer: (channels, frames, 360 or 1)
-    assert all(len(s) == 3 and s[2] in (1, 360) and s[1] >= 1 for _, s in specs)
+    # a carry keeps k-1 frames of one layer: (channels, frames, 360 or 1); a window state
+    # is the sum of the W-1 frames before the current one: (channels, 1, 360)
+    assert all(len(s.shape) == 3 and s.shape[2] in (1, 360) and s.shape[1] >= 1 for s in specs)
+    windows = [s for s in specs if s.kind == "window_sum"]
+    assert len(windows) == 3 and all(s.window == step.cfg.freq_window and s.shape[1] == 1 for s in windows)
     sal, *new = step(torch.rand(3, 3, 360), *states)
     assert sal.shape == (3, 361)
     assert [tuple(s.shape) for s in new] == [tuple(s.shape) for s in states]
@@ -126,22 +131,30 @@ def test_onnx_step_equals_torch_step(case, tmp_path: Path):
     path = export_step_onnx(step, tmp_path / f"{name}.onnx", metadata={"hop_ms": 10})
     meta = json.loads(Path(str(path) + ".json").read_text())
     assert meta["delay_frames"] == 0 and meta["hop_ms"] == 10
-    assert [i["name"] for i in meta["inputs"]][1:] == [f"state_in_{n}" for n in step.state_names]
+    assert [i["name"] for i in meta["inputs"]][1:] == [s.input_name for s in step.state_specs()]
 
     sess = ort_session(path, threads=1)
     in_names = [i.name for i in sess.get_inputs()]
     out_names = [o.name for o in sess.get_outputs()]
-    assert in_names == ["frame"] + [f"state_in_{n}" for n in step.state_names]
-    assert out_names == ["salience"] + [f"state_out_{n}" for n in step.state_names]
+    assert in_names == ["frame"] + [s.input_name for s in step.state_specs()]
+    assert out_names == ["salience"] + [s.output_name for s in step.state_specs()]
 
     n_frames = 16  # enough to fill every state (incl. the W-frame mean) and roll it
     ref, ref_states = step.run(x[..., :n_frames])
+    specs = step.state_specs()
     states = [s.numpy() for s in step.initial_state(2)]  # batch 2: dynamic batch axis
+    windows = WindowSums(specs, 2)  # what the engines keep for the window states
+    win = [i for i, s in enumerate(specs) if s.kind == "window_sum"]
     outs = []
     for t in range(n_frames):
         res = sess.run(None, dict(zip(in_names, [x[..., t].numpy(), *states])))
         outs.append(res[0])
         states = res[1:]
+        for k, i in enumerate(win):
+            windows.frame_out[k][...] = states[i]
+        windows.advance()
+        for k, i in enumerate(win):
+            states[i] = windows.sum_in[k].copy()
     got = np.stack(outs, axis=-1)
     assert np.abs(np.log(got) - np.log(ref.numpy())).max() <= 1e-5
     for a, b in zip(states, ref_states):

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from melodyrt.rt import trt_engine
-from melodyrt.rt.bundle import ModelBundle, load_bundle, sha256_of
+from melodyrt.rt.bundle import FORMAT_VERSION, ModelBundle, load_bundle, sha256_of
 from melodyrt.rt.config import CfpConfig
 from melodyrt.rt.errors import MelodyRTError, ModelError
 from melodyrt.rt.trt_engine import engine_cache_key, tensorrt_available
@@ -319,7 +319,8 @@ def make_fake_trt(cud: FakeCudart, version: str = "10.13.0.35") -> types.ModuleT
     The "ONNX" file is JSON naming the I/O tensors and their shapes. The toy model: for
     every stream b and state s, ``state_out_s[b] = state_in_s[b] + mean(frame[b])``;
     ``salience[b, j]`` is element 0 of the j-th new state and ``salience[b, 360]`` the
-    frame mean.
+    frame mean. Each window state w returns ``window_frame_w[b] = mean(frame[b])`` and puts
+    element 0 of the sum it was given in the next salience column.
     """
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version  # type: ignore[attr-defined]
@@ -467,6 +468,7 @@ def make_fake_trt(cud: FakeCudart, version: str = "10.13.0.35") -> types.ModuleT
                 return False
             n, addr, spec = self.n, dict(self.addr), self.engine.spec  # addresses as of enqueue
             states = [k[len("state_in_"):] for k in spec["inputs"] if k.startswith("state_in_")]
+            windows = [k[len("window_sum_"):] for k in spec["inputs"] if k.startswith("window_sum_")]
             shape = {k: tuple(v[1:]) for k, v in {**spec["inputs"], **spec["outputs"]}.items()}
 
             def op() -> None:
@@ -480,6 +482,10 @@ def make_fake_trt(cud: FakeCudart, version: str = "10.13.0.35") -> types.ModuleT
                     new += mean.reshape((n,) + (1,) * len(shape[f"state_in_{s}"]))
                     _view(addr[f"state_out_{s}"], new.shape)[...] = new
                     sal[:, j] = new.reshape(n, -1)[:, 0]
+                for j, w in enumerate(windows, start=len(states)):
+                    wshape = (n, *shape[f"window_sum_{w}"])
+                    sal[:, j] = _view(addr[f"window_sum_{w}"], wshape).reshape(n, -1)[:, 0]
+                    _view(addr[f"window_frame_{w}"], wshape)[...] = mean.reshape((n,) + (1,) * (len(wshape) - 1))
 
             cud.submit(stream_handle, op)
             return True
@@ -501,20 +507,27 @@ def make_fake_trt(cud: FakeCudart, version: str = "10.13.0.35") -> types.ModuleT
 
 
 STATES = (("conv_a", (2, 4)), ("conv_b", (3,)))
+#: (name, shape, window W): one window state, W = 3
+WINDOWS = (("mean_w", (2, 1, 4), 3),)
 
 
-def write_fake_bundle(root: Path, states: tuple = STATES, onnx: dict | None = None) -> ModelBundle:
+def write_fake_bundle(root: Path, states: tuple = STATES, onnx: dict | None = None,
+                      windows: tuple = WINDOWS) -> ModelBundle:
     """A bundle whose FP16 "ONNX" file is the stand-in parser's JSON."""
     root.mkdir(parents=True, exist_ok=True)
     spec = onnx or {
-        "inputs": {"frame": [-1, 3, 360], **{f"state_in_{n}": [-1, *s] for n, s in states}},
-        "outputs": {"salience": [-1, 361], **{f"state_out_{n}": [-1, *s] for n, s in states}},
+        "inputs": {"frame": [-1, 3, 360], **{f"state_in_{n}": [-1, *s] for n, s in states},
+                   **{f"window_sum_{n}": [-1, *s] for n, s, _ in windows}},
+        "outputs": {"salience": [-1, 361], **{f"state_out_{n}": [-1, *s] for n, s in states},
+                    **{f"window_frame_{n}": [-1, *s] for n, s, _ in windows}},
     }
     (root / "model_fp16.onnx").write_text(json.dumps(spec))
     meta = {
-        "format": "melodyrt-model", "format_version": 1, "model_name": "fake", "model_version": "0",
+        "format": "melodyrt-model", "format_version": FORMAT_VERSION, "model_name": "fake", "model_version": "0",
         "cfp": dataclasses.asdict(CfpConfig()), "norm": {"offset": [0, 0, 0], "scale": [1, 1, 1]},
-        "states": [{"name": n, "shape": list(s)} for n, s in states], "delay_frames": 0,
+        "states": [{"name": n, "shape": list(s)} for n, s in states]
+        + [{"name": n, "shape": list(s), "kind": "window_sum", "window": w} for n, s, w in windows],
+        "delay_frames": 0,
         "n_bins": 360, "n_classes": 361, "onnx": {"fp16": "model_fp16.onnx"},
         "sha256": {"model_fp16.onnx": sha256_of(root / "model_fp16.onnx")},
     }
@@ -552,6 +565,7 @@ def test_fake_steps_ping_pong_and_reset(fake, fake_bundle, tmp_path, capture):
     assert not any(s.capture is not None for s in cud.streams.values()), "a capture was left open"
     launches = cud.launches
     sums = np.zeros(3)
+    past: list[list[float]] = [[0, 0, 0], [0, 0, 0]]  # the W - 1 = 2 frames before
     for t in range(1, 6):
         means = [t, 2 * t, -t]
         sal, st2 = eng.step(frames_of(means), st)
@@ -559,14 +573,18 @@ def test_fake_steps_ping_pong_and_reset(fake, fake_bundle, tmp_path, capture):
         assert st2 is st and sal.dtype == np.float32 and sal.shape == (3, 361)
         np.testing.assert_array_equal(sal[:, 0], sums)  # running sum: state carried, no copy lost
         np.testing.assert_array_equal(sal[:, 1], sums)
+        np.testing.assert_array_equal(sal[:, 2], np.sum(past, axis=0))  # window: sum of the last 2 frames
         np.testing.assert_array_equal(sal[:, 360], means)
+        past = [past[1], means]
     assert cud.launches - launches == (5 if capture == "ok" else 0)
     eng.reset(st, streams=[1])
     sal, _ = eng.step(frames_of([1, 1, 1]), st)
     np.testing.assert_array_equal(sal[:, 0], [sums[0] + 1, 1, sums[2] + 1])
+    np.testing.assert_array_equal(sal[:, 2], [9, 0, -9])  # stream 1's window emptied too
     eng.reset(st)
     sal, _ = eng.step(frames_of([4, 5, 6]), st)
     np.testing.assert_array_equal(sal[:, 0], [4, 5, 6])
+    np.testing.assert_array_equal(sal[:, 2], [0, 0, 0])
     with pytest.raises(ValueError, match="out of range"):
         eng.reset(st, streams=[3])
 
@@ -645,17 +663,17 @@ def test_fake_parser_error_is_a_model_error(fake, tmp_path):
 def test_fake_mismatched_io_is_a_model_error(fake, tmp_path):
     onnx = {"inputs": {"frame": [-1, 3, 360], "state_in_conv_a": [-1, 2, 4]},
             "outputs": {"salience": [-1, 361], "state_out_conv_a": [-1, 2, 4]}}
-    bundle = write_fake_bundle(tmp_path / "b", onnx=onnx)  # model.json also names conv_b
+    bundle = write_fake_bundle(tmp_path / "b", onnx=onnx, windows=())  # model.json also names conv_b
     with pytest.raises(ModelError, match="missing .*state_in_conv_b"):
         trt_engine.TrtEngine(bundle, cache_dir=tmp_path / "c")
     wrong_shape = {"inputs": {**onnx["inputs"], "state_in_conv_b": [-1, 4]},
                    "outputs": {**onnx["outputs"], "state_out_conv_b": [-1, 4]}}
-    bundle = write_fake_bundle(tmp_path / "b2", onnx=wrong_shape)
+    bundle = write_fake_bundle(tmp_path / "b2", onnx=wrong_shape, windows=())
     with pytest.raises(ModelError, match="state_in_conv_b has shape"):
         trt_engine.TrtEngine(bundle, cache_dir=tmp_path / "c")
     fixed_batch = {"inputs": {"frame": [1, 3, 360], "state_in_conv_a": [1, 2, 4], "state_in_conv_b": [1, 3]},
                    "outputs": {"salience": [1, 361], "state_out_conv_a": [1, 2, 4], "state_out_conv_b": [1, 3]}}
-    bundle = write_fake_bundle(tmp_path / "b3", onnx=fixed_batch)
+    bundle = write_fake_bundle(tmp_path / "b3", onnx=fixed_batch, windows=())
     with pytest.raises(ModelError, match="fixed batch"):
         trt_engine.TrtEngine(bundle, cache_dir=tmp_path / "c")
 
@@ -725,18 +743,14 @@ def _export_test_bundle(root: Path) -> ModelBundle:
     step = StreamingStep(build_model("rt"))
     root.mkdir(parents=True, exist_ok=True)
     export_step_onnx(step, root / "model_fp32.onnx", sidecar=False)
-    half = copy.deepcopy(step).half().eval()
-    names = step.state_names
-    ins = ["frame"] + [f"state_in_{n}" for n in names]
-    outs = ["salience"] + [f"state_out_{n}" for n in names]
-    args = (torch.zeros(1, 3, 360, dtype=torch.float16), *half.initial_state(1, dtype=torch.float16))
-    torch.onnx.export(half, args, str(root / "model_fp16.onnx"), dynamo=False, opset_version=17,
-                      input_names=ins, output_names=outs, dynamic_axes={n: {0: "batch"} for n in ins + outs})
+    export_step_onnx(copy.deepcopy(step).half().eval(), root / "model_fp16.onnx", sidecar=False,
+                     dtype=torch.float16)
     files = {"fp32": "model_fp32.onnx", "fp16": "model_fp16.onnx"}
     meta = {
-        "format": "melodyrt-model", "format_version": 1, "model_name": "rt-untrained", "model_version": "test",
+        "format": "melodyrt-model", "format_version": FORMAT_VERSION, "model_name": "rt-untrained",
+        "model_version": "test",
         "cfp": dataclasses.asdict(CfpConfig()), "norm": {"offset": [0, 0, 0], "scale": [1, 1, 1]},
-        "states": [{"name": n, "shape": list(s)} for n, s in step.state_specs()],
+        "states": [s.to_meta() for s in step.state_specs()],
         "delay_frames": step.delay_frames, "n_bins": 360, "n_classes": 361, "onnx": files,
         "sha256": {f: sha256_of(root / f) for f in files.values()},
     }
