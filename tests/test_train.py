@@ -68,8 +68,8 @@ def test_sdms_loss_switches_follow_the_ablation():
     cfg = TrainConfig()
     full, parts = sdms_loss(out, y, mask, cfg.loss_weights)
     main_only, _ = sdms_loss(out, y, mask, cfg.replace(ablation="main").loss_weights)
-    assert float(main_only) == pytest.approx(parts["main"], rel=1e-6)
-    assert float(full) > float(main_only)
+    assert main_only.item() == pytest.approx(parts["main"], rel=1e-6)
+    assert full.item() > main_only.item()
     full.backward()
     assert model.aux[0].weight.grad is not None and model.aux[0].weight.grad.abs().sum() > 0
 
