@@ -28,7 +28,7 @@ from .streaming import StreamingStep, export_step_onnx
 from .train import load_checkpoint, model_from_checkpoint
 
 #: Version of the shipped weights; bump whenever model/weights/rt changes.
-MODEL_VERSION = "0.2.1"
+MODEL_VERSION = "0.3.0"
 
 
 def validation_frames(cfp: CfpConfig, stats, n_frames: int = 300, audio: np.ndarray | None = None) -> np.ndarray:
