@@ -56,9 +56,7 @@ def _ort_run(path: Path, frames: np.ndarray, specs: list[StateSpec]) -> np.ndarr
         feeds |= {s.input_name: a for s, a in zip(windows.specs, windows.sum_in)}
         sal, *new = sess.run(outs, feeds)
         st = new[: len(carries)]
-        for buf, a in zip(windows.frame_out, new[len(carries):]):
-            buf[...] = a
-        windows.advance()
+        windows.push(new[len(carries):])
         res.append(sal[0])
     return np.stack(res).astype(np.float32)
 

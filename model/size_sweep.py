@@ -132,10 +132,9 @@ class OrtStepBench:
             c0 = time.thread_time_ns()
             t0 = time.perf_counter_ns()
             out = self.sess.run(None, feeds)
-            for k, i in enumerate(self._window_idx):
-                self.windows.frame_out[k][...] = out[1 + i]
-                out[1 + i] = self.windows.sum_in[k]
-            self.windows.advance()
+            sums = self.windows.push([out[1 + i] for i in self._window_idx])
+            for i, a in zip(self._window_idx, sums):
+                out[1 + i] = a
             t1 = time.perf_counter_ns()
             c1 = time.thread_time_ns()
             self.states = out[1:]

@@ -57,11 +57,10 @@ class TorchEngine:
         st = state if state is not None else self._own
         x = torch.from_numpy(np.ascontiguousarray(frames, np.float32))
         sal, *new = self.step_module(x, *st.tensors)
-        for k, i in enumerate(st._window_out):
-            st.windows.frame_out[k][...] = new[i].numpy()
-            new[i] = st.tensors[i]  # keep the shared sum_in tensor in place
+        st.windows.push([new[i].numpy() for i in st._window_out])
+        for i in st._window_out:
+            new[i] = st.tensors[i]  # the tensor that shares memory with WindowSums.sum_in
         st.tensors = new
-        st.windows.advance()
         return sal.numpy(), st
 
     def reset(self, state: TorchState | None = None, streams: list[int] | None = None) -> None:

@@ -501,12 +501,9 @@ class TrtState:
 
     def _advance_windows(self) -> None:
         """Move the downloaded window frames into the host windows; stage the next sums."""
-        w = self.windows
-        for k, (_, h_new, _) in enumerate(self._window_down):
-            np.copyto(w.frame_out[k], h_new)  # float16 -> float32
-        w.advance()
-        for k, (_, h_sum, _) in enumerate(self._window_up):
-            np.copyto(h_sum, w.sum_in[k], casting="same_kind")  # float32 -> float16
+        sums = self.windows.push([h_new for _, h_new, _ in self._window_down])  # float16 -> float32
+        for (_, h_sum, _), s in zip(self._window_up, sums):
+            np.copyto(h_sum, s, casting="same_kind")  # float32 -> float16
 
     def run(self) -> None:
         """One step of direction ``current`` (synchronous), then swap the state sets."""

@@ -94,6 +94,19 @@ class WindowSums:
                 out[...] = scratch
             self._slot[k] = (self._slot[k] + 1) % (spec.window - 1)
 
+    def push(self, frames: Sequence[NDArray]) -> list[NDArray]:
+        """Copy the step's new frames in (one per window, in step order) and :meth:`advance`.
+
+        Returns
+        -------
+        list of ndarray
+            :attr:`sum_in`, the next step's window inputs.
+        """
+        for buf, frame in zip(self.frame_out, frames, strict=True):
+            buf[...] = frame
+        self.advance()
+        return self.sum_in
+
     def zero(self, streams: list[int] | None = None) -> None:
         """Empty the windows of all streams, or of ``streams`` (= the zero padding of a fresh start)."""
         idx = slice(None) if streams is None else streams

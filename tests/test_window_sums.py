@@ -14,12 +14,6 @@ SPECS = [
 ]
 
 
-def push(ws: WindowSums, frames: list[np.ndarray]) -> None:
-    for buf, f in zip(ws.frame_out, frames):
-        buf[...] = f
-    ws.advance()
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_sum_in_is_the_sum_of_the_last_w_minus_1_frames(rng, dtype):
     ws = WindowSums(SPECS, 3, dtype)
@@ -28,7 +22,7 @@ def test_sum_in_is_the_sum_of_the_last_w_minus_1_frames(rng, dtype):
     history: list[list[np.ndarray]] = []
     for _ in range(40):
         new = [rng.standard_normal((3, *s.shape)).astype(dtype) for s in ws.specs]
-        push(ws, new)
+        assert ws.push(new) is ws.sum_in
         history.append(new)
         for k, s in enumerate(ws.specs):
             past = [h[k].astype(np.float64) for h in history[-(s.window - 1):]]
@@ -39,13 +33,13 @@ def test_sum_in_is_the_sum_of_the_last_w_minus_1_frames(rng, dtype):
 def test_zeroing_some_streams_empties_only_their_windows(rng):
     ws = WindowSums(SPECS, 2)
     for _ in range(6):
-        push(ws, [rng.random((2, *s.shape), np.float32) for s in ws.specs])
+        ws.push([rng.random((2, *s.shape), np.float32) for s in ws.specs])
     kept = [a[1].copy() for a in ws.sum_in]
     ws.zero([0])
     assert all(not a[0].any() for a in ws.sum_in)
     assert all(np.array_equal(a[1], k) for a, k in zip(ws.sum_in, kept))
     one = [np.ones((2, *s.shape), np.float32) for s in ws.specs]
-    push(ws, one)
+    ws.push(one)
     assert all(np.all(a[0] == 1) for a in ws.sum_in)  # stream 0 restarted from an empty window
 
 
@@ -59,13 +53,13 @@ def test_no_drift_over_a_long_stream(rng):
     for _ in range(100_000 // 50):
         block = (rng.random((50, 1, *spec.shape)) * 10.0 ** rng.integers(-3, 3, (50, 1, 8, 1, 1))).astype(np.float32)
         for f in block:
-            push(ws, [f])
+            ws.push([f])
             ring.append(f)
             f32_sum += f
             if len(ring) > spec.window - 1:
                 f32_sum -= ring.pop(0)
     for _ in range(spec.window - 1):
-        push(ws, [np.zeros((1, *spec.shape), np.float32)])
+        ws.push([np.zeros((1, *spec.shape), np.float32)])
         f32_sum -= ring.pop(0)
     assert not ws.sum_in[0].any()
     assert np.abs(f32_sum).max() > 1e-4  # what the float64 sum avoids
