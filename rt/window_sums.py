@@ -2,7 +2,7 @@
 
 A causal window mean over the last W frames needs the W-1 frames before the current one.
 Passing those frames through the ONNX step as state made every step concatenate and
-slice ``(C, W-1, F)`` tensors (a third of the step's time on the ``rt`` model). Instead the
+slice ``(C, W-1, F)`` tensors (removing them made the ``rt`` model's step 14 % faster). Instead the
 step takes their *sum* and returns the new frame; this module keeps the frames in a ring
 and updates the sum by one add and one subtract per element.
 
