@@ -72,9 +72,11 @@ class WindowSums:
         self._ring = [np.zeros((s.window - 1, self.n, int(np.prod(s.shape))), np.float64) for s in self.specs]
         self._sums = [np.zeros((self.n, int(np.prod(s.shape))), np.float64) for s in self.specs]
         self._slot = [0] * len(self.specs)
-        # float16 I/O goes through a float32 scratch: the kernel is compiled for float32 only
+        # float16 I/O goes through float32 scratch arrays (new frame in, sum out): the
+        # kernel is compiled for float32 only, and the real-time step must not allocate
         self._scratch = (
-            [np.zeros((self.n, int(np.prod(s.shape))), np.float32) for s in self.specs]
+            [(np.zeros((self.n, int(np.prod(s.shape))), np.float32),
+              np.zeros((self.n, int(np.prod(s.shape))), np.float32)) for s in self.specs]
             if self.dtype != np.float32 else None
         )
 
@@ -89,9 +91,10 @@ class WindowSums:
             if self._scratch is None:
                 _push(self._ring[k], self._slot[k], self._sums[k], new, out)
             else:
-                scratch = self._scratch[k]
-                _push(self._ring[k], self._slot[k], self._sums[k], new.astype(np.float32), scratch)
-                out[...] = scratch
+                new32, sum32 = self._scratch[k]
+                np.copyto(new32, new)
+                _push(self._ring[k], self._slot[k], self._sums[k], new32, sum32)
+                np.copyto(out, sum32, casting="same_kind")
             self._slot[k] = (self._slot[k] + 1) % (spec.window - 1)
 
     def push(self, frames: Sequence[NDArray]) -> list[NDArray]:
