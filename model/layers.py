@@ -164,14 +164,14 @@ class CausalWindowMean(Stateful):
     """Running mean over the last ``window`` frames (causal TFA frequency attention).
 
     ``y[..., t] = (1 / W) * sum_{s = t-W+1}^{t} x[..., s]`` with ``x[..., s] = 0`` for
-    ``s < 0``. In the one-frame streaming step (``cache.single_frame``) the state
-    is the sum of the previous W-1 frames, of shape ``(B, C, 1, F)``, and the layer writes
-    its input frame as the new state; whoever runs the step keeps the window (see
+    ``s < 0``. In the one-frame streaming step (``cache.single_frame``) the state is the
+    sum of the previous W-1 frames, of shape ``(B, C, 1, F)``, and the layer writes its
+    input frame as the new state; whoever runs the step keeps the window (see
     :class:`melodyrt.model.streaming.StreamingStep`). Chunked streaming keeps the W-1
-    frames themselves, like the convs. Dividing by W even during the first W-1 frames (rather than by the
-    number of available frames) keeps the layer a plain zero-padded filter, exactly as
-    the convs treat the start of a sequence, so a zero initial state in the streaming
-    step reproduces it without a frame counter.
+    frames themselves, like the convs. Dividing by W even during the first W-1 frames
+    (rather than by the number of available frames) keeps the layer a plain zero-padded
+    filter, exactly as the convs treat the start of a sequence, so a zero initial state
+    in the streaming step reproduces it without a frame counter.
 
     Parameters
     ----------

@@ -27,10 +27,10 @@ class TorchState:
         specs = step.state_specs()
         self.tensors = step.initial_state(n)
         self.windows = WindowSums(specs, n, np.float32)
-        # step inputs of the window states share memory with WindowSums.sum_in
-        for i, w in zip([i for i, s in enumerate(specs) if s.kind != CARRY], self.windows.sum_in):
-            self.tensors[i] = torch.from_numpy(w)
         self._window_out = [i for i, s in enumerate(specs) if s.kind != CARRY]
+        # step inputs of the window states share memory with WindowSums.sum_in
+        for i, w in zip(self._window_out, self.windows.sum_in):
+            self.tensors[i] = torch.from_numpy(w)
 
 
 class TorchEngine:
