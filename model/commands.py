@@ -24,6 +24,10 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
     p.add_argument("--resume-from", help="resumable checkpoint to continue from when --out has none "
                    "(e.g. model/checkpoints/rt_last.pt)")
+    p.add_argument("--init-from", help="start a new run from this checkpoint's weights (and its "
+                   "normalisation), e.g. to fine-tune a shallower network")
+    p.add_argument("--init-modules", type=int, nargs="+", metavar="I",
+                   help="0-based modules of --init-from that become the new model's modules, in order")
     p.set_defaults(func=_train)
 
 
@@ -35,6 +39,8 @@ def _train(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {
         "data": args.data, "out_dir": args.out, "cache_dir": args.cache, "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch, "ablation": args.ablation, "seed": args.seed,
+        "init_from": args.init_from,
+        "init_modules": tuple(args.init_modules) if args.init_modules else None,
     }.items() if v is not None}
     cfg = cfg.replace(**changes)
     state = train(cfg, resume=not args.fresh, max_tracks=args.max_tracks, resume_from=args.resume_from)

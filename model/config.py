@@ -90,7 +90,9 @@ class ModelConfig:
         Kernel = stride (freq) of the voicing-branch convs (paper 4, 3, 6, 5).
     taps : tuple of int
         1-based indices of the modules after which h1 and h2 are taken (paper ``(2, 4)``:
-        h1 after modules 1-2, h2 after modules 3-4). h3 is always the last module.
+        h1 after modules 1-2, h2 after modules 3-4). h3 is always the last module; a
+        shallow config may take h2 there too (``taps[1] == n_modules``), so that its
+        second aux head and distillation map still exist.
     aux_heads : bool
         Build the two auxiliary classifiers (Linear(720, 361)) used by SD-MS training.
         The 1-channel feature maps ``feat1``/``feat2`` exist whenever taps exist.
@@ -168,8 +170,8 @@ class ModelConfig:
             raise ValueError(f"prod(bm_strides)={prod} must equal n_bins={self.n_bins}")
         if self.groups < 2 or self.mid_channels % self.groups:
             raise ValueError("groups must be >= 2 and divide mid_channels")
-        if len(self.taps) != 2 or not (1 <= self.taps[0] < self.taps[1] < self.n_modules):
-            raise ValueError("taps must be two increasing module indices in [1, n_modules-1]")
+        if len(self.taps) != 2 or not (1 <= self.taps[0] < self.taps[1] <= self.n_modules):
+            raise ValueError("taps must be two increasing module indices in [1, n_modules]")
         all_k = (
             self.stem_kernels + self.msc_kernels + self.tfa_kernels + self.head_kernels
             + (self.bottleneck_kernel, (self.attn_kernel, self.attn_kernel))

@@ -249,6 +249,54 @@ def model_from_checkpoint(ckpt: dict) -> tuple[MFTFA, FeatureStats]:
     return model, FeatureStats.from_lists(st["offset"], st["scale"])
 
 
+def init_weights(model: MFTFA, source: dict[str, torch.Tensor], modules: tuple[int, ...] = ()) -> tuple[int, list[str]]:
+    """Copy a trained state dict into ``model`` where names and shapes match.
+
+    Parameters
+    ----------
+    model : MFTFA
+        The new network (modified in place).
+    source : dict
+        ``state_dict`` of a trained network, possibly deeper than ``model``.
+    modules : tuple of int
+        Source module index for each of ``model``'s modules, in order (empty = same
+        indices); e.g. ``(0, 2)`` builds a 2-module network from modules 1 and 3 of a
+        3-module one.
+
+    Returns
+    -------
+    copied : int
+        Tensors copied.
+    fresh : list of str
+        Names of ``model``'s tensors that kept their random initialisation.
+
+    Raises
+    ------
+    MelodyRTError
+        ``modules`` names a module the source does not have, or its length is not the
+        number of modules of ``model``.
+    """
+    n = model.cfg.n_modules
+    src_modules = {int(k.split(".")[1]) for k in source if k.startswith("blocks.")}
+    mapping = tuple(modules) or tuple(range(n))
+    if len(mapping) != n or any(m not in src_modules for m in mapping):
+        raise MelodyRTError(f"init_modules {list(mapping)} must name {n} of the source's modules "
+                            f"{sorted(src_modules)}")
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in source.items():
+        if key.startswith("blocks."):
+            _, idx, rest = key.split(".", 2)
+            for dst, src in enumerate(mapping):
+                if src == int(idx):
+                    renamed[f"blocks.{dst}.{rest}"] = value
+        else:
+            renamed[key] = value
+    target = model.state_dict()
+    fitting = {k: v for k, v in renamed.items() if k in target and target[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    return len(fitting), [k for k in target if k not in fitting]
+
+
 def _lr_at(cfg: TrainConfig, step: int) -> float:
     warm = min(200, cfg.total_steps // 10)
     if step < warm:
@@ -300,6 +348,11 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
         st = seed_ckpt["stats"]
         seed_stats = FeatureStats.from_lists(st["offset"], st["scale"])
         np.savez(stats_path, offset=seed_stats.offset, scale=seed_stats.scale)
+    init_ckpt = load_checkpoint(cfg.init_from) if cfg.init_from and not last.exists() else None
+    if init_ckpt is not None and not stats_path.exists():
+        st = init_ckpt["stats"]
+        init_stats = FeatureStats.from_lists(st["offset"], st["scale"])
+        np.savez(stats_path, offset=init_stats.offset, scale=init_stats.scale)
     if stats_path.exists():
         z = np.load(stats_path)
         stats = FeatureStats(z["offset"], z["scale"])
@@ -314,6 +367,11 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     state = RunState(history=[])
+    if init_ckpt is not None:
+        copied, fresh = init_weights(model, init_ckpt["model"], cfg.init_modules)
+        if progress:
+            print(f"initialised from {cfg.init_from}: {copied} tensors copied, {len(fresh)} left at random init"
+                  + (f" ({', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''})" if fresh else ""))
     if resume and last.exists():
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])

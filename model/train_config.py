@@ -76,6 +76,14 @@ class TrainConfig:
     channels_last : bool
         NHWC memory format: oneDNN ran the 8-16 channel convs of the rt model about 1.7x
         faster that way on our 2-core CPU.
+    init_from : str
+        Checkpoint whose weights start a *new* run ("" = random init); ignored when the run
+        folder already holds ``last.pt``. Its normalisation statistics are used too,
+        since the weights were trained on them.
+    init_modules : tuple of int
+        0-based MF-TFA modules of ``init_from`` that become this model's modules, in order
+        (empty = the same indices). Dropping a module of a residual network and
+        fine-tuning is much cheaper than training the shallower network from scratch.
     """
 
     model: str = "rt"
@@ -105,6 +113,8 @@ class TrainConfig:
     threads: int = 2
     checkpoint_every: int = 50
     workers: int = 2
+    init_from: str = ""
+    init_modules: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         from melodyrt.rt.errors import ConfigError

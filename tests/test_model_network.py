@@ -102,8 +102,8 @@ def test_training_step_reaches_every_parameter():
 
 # ---------------------------------------------------------------------------- configs
 def test_shipped_configs_load_and_round_trip(tmp_path: Path):
-    assert {"paper", "paper_causal", "rt"} <= set(available_configs())
-    for name in ("paper", "paper_causal", "rt"):
+    assert {"paper", "paper_causal", "rt", "rt2"} <= set(available_configs())
+    for name in ("paper", "paper_causal", "rt", "rt2"):
         cfg = load_model_config(name)
         assert cfg.name == name
         assert ModelConfig.from_dict(cfg.to_dict()) == cfg
@@ -132,6 +132,12 @@ def test_config_validation():
     with pytest.raises(ValueError):
         ModelConfig(stem_channels=(16, 24))  # last stem width must equal channels
     assert ModelConfig(msc_kernels=(3, [5, 1])).msc_kernels == ((3, 3), (5, 1))
+    # h2 may be the last module (2-module configs), never beyond it
+    assert ModelConfig(n_modules=2, taps=(1, 2)).taps == (1, 2)
+    with pytest.raises(ValueError):
+        ModelConfig(n_modules=2, taps=(1, 3))
+    with pytest.raises(ValueError):
+        ModelConfig(n_modules=2, taps=(2, 2))
 
 
 # ---------------------------------------------------------------------------- causality
@@ -174,7 +180,7 @@ def test_layer_receptive_fields_are_exact():
         assert torch.all(y[: rf + 1] > 0) and torch.all(y[rf + 1:] == 0)
 
 
-@pytest.mark.parametrize("name", ["rt", "paper_causal"])
+@pytest.mark.parametrize("name", ["rt", "rt2", "paper_causal"])
 def test_shipped_causal_models_do_not_look_ahead(name: str):
     torch.manual_seed(2)
     model = build_model(name).eval()

@@ -95,6 +95,48 @@ def test_small_training_run_loss_falls_and_resumes(tmp_path):
     assert set(hist[-1]["val"]["mix0"]) == {"VR", "VFA", "RPA", "RCA", "OA"}
     assert (Path(cfg.out_dir) / "best.pt").exists()
 
+    # A new, shallower run started from those weights: modules 0 and 2 of the 3-module rt.
+    source = load_checkpoint(Path(cfg.out_dir) / "last.pt")
+    pruned = cfg.replace(model="rt2", out_dir=str(tmp_path / "pruned"), init_from=str(Path(cfg.out_dir) / "last.pt"),
+                         init_modules=(0, 2), lr=1e-4)
+    train(pruned, progress=False, max_tracks=4, stop_after_steps=1)
+    ck = load_checkpoint(Path(pruned.out_dir) / "last.pt")
+    assert ck["model_config"]["n_modules"] == 2
+    np.testing.assert_array_equal(np.load(Path(pruned.out_dir) / "stats.npz")["offset"], source["stats"]["offset"])
+    for new_key, old_key in [("blocks.1.tfa.fuse.weight", "blocks.2.tfa.fuse.weight"),
+                             ("blocks.0.expand.conv.conv.weight", "blocks.0.expand.conv.conv.weight"),
+                             ("head.convs.0.conv.weight", "head.convs.0.conv.weight")]:
+        moved = (ck["model"][new_key] - source["model"][old_key]).abs().max().item()
+        assert moved < 5e-3, (new_key, moved)  # one Adam step of lr 1e-4, not a new init
+
+
+def test_init_weights_maps_modules_and_rejects_bad_maps():
+    from melodyrt.model.network import build_model
+    from melodyrt.model.train import init_weights
+    from melodyrt.rt.errors import MelodyRTError
+
+    torch.manual_seed(0)
+    deep = build_model("rt").state_dict()
+    torch.manual_seed(1)
+    shallow = build_model("rt2")
+    copied, fresh = init_weights(shallow, deep, (0, 2))
+    assert fresh == [] and copied == len(shallow.state_dict())
+    got = shallow.state_dict()
+    assert torch.equal(got["blocks.1.msc.0.convs.0.conv.weight"], deep["blocks.2.msc.0.convs.0.conv.weight"])
+    assert torch.equal(got["blocks.0.tfa.t_att1.conv.weight"], deep["blocks.0.tfa.t_att1.conv.weight"])
+    assert torch.equal(got["stem.0.convs.0.bn.running_var"], deep["stem.0.convs.0.bn.running_var"])
+    # default: the same indices, i.e. the first two modules
+    init_weights(shallow, deep)
+    assert torch.equal(shallow.state_dict()["blocks.1.reduce.conv.conv.weight"], deep["blocks.1.reduce.conv.conv.weight"])
+    # a wider source copies nothing that does not fit, and says so
+    wide = build_model(build_model("rt").cfg.replace(channels=32, stem_channels=(32,), mid_channels=32)).state_dict()
+    _, fresh = init_weights(shallow, wide)
+    assert "blocks.0.expand.conv.conv.weight" in fresh
+    with pytest.raises(MelodyRTError, match="init_modules"):
+        init_weights(shallow, deep, (0, 3))
+    with pytest.raises(MelodyRTError, match="init_modules"):
+        init_weights(shallow, deep, (0,))
+
 
 def _fixed_batch_loss(cfg: TrainConfig, checkpoint: Path | None) -> float:
     """SD-MS loss of one fixed batch of training clips, before or after training."""
