@@ -28,7 +28,7 @@ from .streaming import StreamingStep, export_step_onnx
 from .train import load_checkpoint, model_from_checkpoint
 
 #: Version of the shipped weights; bump whenever model/weights/rt changes.
-MODEL_VERSION = "0.3.0"
+MODEL_VERSION = "0.4.0"
 
 
 def validation_frames(cfp: CfpConfig, stats, n_frames: int = 300, audio: np.ndarray | None = None) -> np.ndarray:
@@ -142,6 +142,7 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
     )
 
     tc = ckpt.get("train_config", {})
+    run = ckpt.get("state", {})
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -160,8 +161,10 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
         "receptive_field_frames": int(step.receptive_field_frames),
         "states": [s.to_meta() for s in specs],
         "model_config": model.cfg.to_dict(),
-        "trained_on": {"data": tc.get("data"), "val_singers": tc.get("val_singers"), "ablation": tc.get("ablation")},
-        "training_state": {k: ckpt.get("state", {}).get(k) for k in ("epoch", "global_step", "best_oa", "wall_seconds")},
+        "trained_on": {"data": tc.get("data"), "val_singers": tc.get("val_singers"), "ablation": tc.get("ablation"),
+                       # a fine-tuned model's steps start from these weights, not from scratch
+                       "init_from": run.get("init_from") or None, "init_modules": list(run.get("init_modules") or ()) or None},
+        "training_state": {k: run.get(k) for k in ("epoch", "global_step", "best_oa", "wall_seconds")},
         "validation": validation,
     }
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=1))

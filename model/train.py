@@ -198,6 +198,10 @@ class RunState:
     best_oa: float = -1.0
     history: list | None = None
     wall_seconds: float = 0.0
+    #: Where the weights of step 0 came from ("" = random init); kept across resumes, which
+    #: run with a config that no longer names it.
+    init_from: str = ""
+    init_modules: tuple[int, ...] = ()
 
 
 def save_checkpoint(path: Path, model: MFTFA, cfg: TrainConfig, stats: FeatureStats, state: RunState,
@@ -369,6 +373,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
     state = RunState(history=[])
     if init_ckpt is not None:
         copied, fresh = init_weights(model, init_ckpt["model"], cfg.init_modules)
+        state.init_from, state.init_modules = str(cfg.init_from), tuple(cfg.init_modules)
         if progress:
             print(f"initialised from {cfg.init_from}: {copied} tensors copied, {len(fresh)} left at random init"
                   + (f" ({', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''})" if fresh else ""))

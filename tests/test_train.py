@@ -102,6 +102,7 @@ def test_small_training_run_loss_falls_and_resumes(tmp_path):
     train(pruned, progress=False, max_tracks=4, stop_after_steps=1)
     ck = load_checkpoint(Path(pruned.out_dir) / "last.pt")
     assert ck["model_config"]["n_modules"] == 2
+    assert ck["state"]["init_from"] == pruned.init_from and tuple(ck["state"]["init_modules"]) == (0, 2)
     np.testing.assert_array_equal(np.load(Path(pruned.out_dir) / "stats.npz")["offset"], source["stats"]["offset"])
     for new_key, old_key in [("blocks.1.tfa.fuse.weight", "blocks.2.tfa.fuse.weight"),
                              ("blocks.0.expand.conv.conv.weight", "blocks.0.expand.conv.conv.weight"),
