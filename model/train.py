@@ -240,6 +240,12 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def checkpoint_stats(ckpt: dict) -> FeatureStats:
+    """The feature normalisation a checkpoint's weights were trained with."""
+    st = ckpt["stats"]
+    return FeatureStats.from_lists(st["offset"], st["scale"])
+
+
 def model_from_checkpoint(ckpt: dict) -> tuple[MFTFA, FeatureStats]:
     """Rebuild the network (eval mode) and its feature statistics."""
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
@@ -249,8 +255,7 @@ def model_from_checkpoint(ckpt: dict) -> tuple[MFTFA, FeatureStats]:
     if bad:
         raise MelodyRTError(f"checkpoint weights do not fit its model config ({', '.join(bad[:3])} ...)")
     model.eval()
-    st = ckpt["stats"]
-    return model, FeatureStats.from_lists(st["offset"], st["scale"])
+    return model, checkpoint_stats(ckpt)
 
 
 def init_weights(model: MFTFA, source: dict[str, torch.Tensor], modules: tuple[int, ...] = ()) -> tuple[int, list[str]]:
@@ -288,17 +293,20 @@ def init_weights(model: MFTFA, source: dict[str, torch.Tensor], modules: tuple[i
                             f"{sorted(src_modules)}")
     renamed: dict[str, torch.Tensor] = {}
     for key, value in source.items():
-        if key.startswith("blocks."):
-            _, idx, rest = key.split(".", 2)
-            for dst, src in enumerate(mapping):
-                if src == int(idx):
-                    renamed[f"blocks.{dst}.{rest}"] = value
-        else:
+        if not key.startswith("blocks."):
             renamed[key] = value
+            continue
+        _, idx, rest = key.split(".", 2)
+        for dst in (d for d, src in enumerate(mapping) if src == int(idx)):  # a module may be reused
+            renamed[f"blocks.{dst}.{rest}"] = value
     target = model.state_dict()
     fitting = {k: v for k, v in renamed.items() if k in target and target[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
     return len(fitting), [k for k in target if k not in fitting]
+
+
+def _save_stats(path: Path, stats: FeatureStats) -> None:
+    np.savez(path, offset=stats.offset, scale=stats.scale)
 
 
 def _lr_at(cfg: TrainConfig, step: int) -> float:
@@ -349,20 +357,17 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
         if "optimizer" not in seed_ckpt:
             raise MelodyRTError(f"{resume_from} holds weights only (no optimiser state): it cannot be resumed")
         shutil.copyfile(resume_from, last)
-        st = seed_ckpt["stats"]
-        seed_stats = FeatureStats.from_lists(st["offset"], st["scale"])
-        np.savez(stats_path, offset=seed_stats.offset, scale=seed_stats.scale)
-    init_ckpt = load_checkpoint(cfg.init_from) if cfg.init_from and not last.exists() else None
-    if init_ckpt is not None and not stats_path.exists():
-        st = init_ckpt["stats"]
-        init_stats = FeatureStats.from_lists(st["offset"], st["scale"])
-        np.savez(stats_path, offset=init_stats.offset, scale=init_stats.scale)
+        _save_stats(stats_path, checkpoint_stats(seed_ckpt))
+    resuming = resume and last.exists()
+    init_ckpt = load_checkpoint(cfg.init_from) if cfg.init_from and not resuming else None
+    if init_ckpt is not None:  # its weights were trained on its statistics
+        _save_stats(stats_path, checkpoint_stats(init_ckpt))
     if stats_path.exists():
         z = np.load(stats_path)
         stats = FeatureStats(z["offset"], z["scale"])
     else:
         stats = compute_stats(cache, train_t)
-        np.savez(stats_path, offset=stats.offset, scale=stats.scale)
+        _save_stats(stats_path, stats)
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg)
@@ -377,7 +382,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
         if progress:
             print(f"initialised from {cfg.init_from}: {copied} tensors copied, {len(fresh)} left at random init"
                   + (f" ({', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''})" if fresh else ""))
-    if resume and last.exists():
+    if resuming:
         ck = load_checkpoint(last)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
