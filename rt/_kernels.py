@@ -38,10 +38,17 @@ def ring_write(ring, pos, block, start, count):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def ring_read_windowed(ring, pos, window, out):  # pragma: no cover - numba
-    """``out[:L] = ring (oldest first, starting at pos) * window``; ``out[L:]`` untouched."""
+    """``out[:L] = (the L newest samples of ring, oldest first) * window``, ``L = len(window)``.
+
+    ``pos`` is the ring's oldest sample (the ring holds ``len(ring) >= L`` samples);
+    ``out[L:]`` is untouched.
+    """
     cap = ring.shape[0]
-    j = pos
-    for k in range(cap):
+    n = window.shape[0]
+    j = pos + cap - n
+    if j >= cap:
+        j -= cap
+    for k in range(n):
         out[k] = ring[j] * window[k]
         j += 1
         if j == cap:
@@ -242,6 +249,14 @@ def gcos_filterbank_stage(
 
 
 @njit(cache=True, nogil=True)
+def blend_rows(a, a_coef, b, b_coef, out):  # pragma: no cover - numba
+    """``out = a_coef * a + b_coef * b`` elementwise over (C, F) arrays (multires blend)."""
+    for c in range(out.shape[0]):
+        for f in range(out.shape[1]):
+            out[c, f] = a_coef[c, f] * a[c, f] + b_coef[c, f] * b[c, f]
+
+
+@njit(cache=True, nogil=True)
 def log_affine(raw, offset, scale, out):  # pragma: no cover - numba
     """``out = (log1p(raw) - offset) / scale`` elementwise over (C, F) arrays."""
     for c in range(raw.shape[0]):
@@ -292,5 +307,6 @@ def warm_up() -> None:
     power_array(mag, 0.5, gc)
     out = np.zeros((3, 4), np.float32)
     raw = np.zeros((3, 4))
+    blend_rows(raw, raw, raw, raw, np.zeros((3, 4)))
     log_affine(raw, np.zeros((3, 4)), np.ones((3, 4)), out)
     log_running_peak(raw, np.ones(3), 0.9, 1e-3, out)

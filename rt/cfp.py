@@ -13,6 +13,15 @@ log-frequency filterbanks (60 bins per octave from 32 Hz) give the channels
 through an ``N/2``-point FFT (see :mod:`melodyrt.rt._kernels`): the same numbers for half the
 work, which is what keeps a hop inside its budget.
 
+Multi-resolution (``window: multires``): the same transform runs on two causal windows that
+end at the newest sample, the long asymmetric window (frequency resolution for low voices)
+and a short one (4 ms falling side, a few ms of delay), each through its own
+:class:`CfpFrame`. The output row ``i`` is ``(1 - w_i) * long + w_i * g_i * short`` in linear
+CFP units (before ``log1p``), with ``w_i`` a raised-cosine crossfade in rows around
+``split_hz`` (:func:`blend_weights`) and ``g_i`` per-channel, per-row factors that remove the
+short branch's smaller FFT from its levels (:func:`branch_gains`). Blending linear values with
+fixed coefficients keeps each channel a fixed power of the input gain.
+
 Two deliberate differences from the reference code, both about exactness rather than
 design: FFT bin ``j`` is placed at ``j * fs / N`` Hz (the reference uses
 ``linspace(0, fs/2, N/2)``, 0.05 % off), and a bin that falls exactly on a triangle's
@@ -22,7 +31,7 @@ happens there because of the offset grid).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,8 +66,11 @@ def analysis_window(cfg: CfpConfig) -> NDArray[np.float64]:
 
     The reference divides each frame by the norm of the window part it used; a stream always
     uses the whole window (the history before the first sample is silence), so the
-    normalisation is one constant.
+    normalisation is one constant. A ``multires`` config has two windows: ask for those of
+    :func:`branch_configs`.
     """
+    if cfg.window == "multires":
+        raise ValueError("a multires CFP has two windows: use analysis_window(c) for c in branch_configs(cfg)")
     if cfg.window == "symmetric":
         w = blackman_harris(cfg.win_length)
     else:
@@ -82,6 +94,70 @@ def window_delay(window: NDArray[np.float64]) -> tuple[float, int]:
     age = np.arange(window.shape[0])[::-1]
     energy = window**2
     return float((age * energy).sum() / energy.sum()), int(age[np.argmax(window)])
+
+
+def branch_configs(cfg: CfpConfig) -> tuple[CfpConfig, CfpConfig]:
+    """The two single-window configs a ``multires`` config blends.
+
+    Returns
+    -------
+    long, short : CfpConfig
+        Both ``window: asymmetric``: ``long`` is ``cfg`` with only the window kind changed
+        (its output equals the ``asymmetric`` CFP bit for bit); ``short`` has
+        ``win_length=short_length``, ``asym_fall=short_fall``, ``n_fft=short_n_fft``.
+    """
+    if cfg.window != "multires":
+        raise ValueError(f"branch_configs needs window 'multires', got {cfg.window!r}")
+    long = replace(cfg, window="asymmetric")
+    short = replace(
+        cfg, window="asymmetric", win_length=cfg.short_length, asym_fall=cfg.short_fall, n_fft=cfg.short_n_fft
+    )
+    return long, short
+
+
+def blend_weights(cfg: CfpConfig) -> NDArray[np.float64]:
+    """Weight of the short window in each output row of a ``multires`` CFP.
+
+    0 below the crossfade, 1 above it, a raised cosine over ``crossfade_bins`` rows centred
+    on the row of ``split_hz`` (fractional: ``bins_per_octave * log2(split_hz / fmin)``).
+
+    Returns
+    -------
+    w : ndarray [shape=(360,)] [float64], in [0, 1], non-decreasing
+    """
+    centre = cfg.bins_per_octave * np.log2(cfg.split_hz / cfg.fmin)
+    t = np.clip((np.arange(N_BINS) - centre) / cfg.crossfade_bins + 0.5, 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * t)
+
+
+def branch_gains(cfg: CfpConfig) -> NDArray[np.float64]:
+    """Per-row factors that put the short branch's channels on the long branch's scale.
+
+    The two branches differ in FFT size (``r = n_fft / short_n_fft``), which changes the
+    levels but not the information: the spectral filterbank rows sum fewer, wider bins
+    (factor: ratio of the two filterbanks' row sums, ``r`` where rows span many bins), the
+    cepstrum ``Re FFT_N(S) / sqrt(N)`` of the same spectrum grows as ``sqrt(N)`` (GC:
+    ``r ** (g1 / 2)`` after its power) and the GCoS, a transform of that cepstrum,
+    as ``N ** ((g1 - 1) / 2)`` (``r ** (-(1 - g1) g2 / 2)`` after its power, times the row
+    sums). With these factors a window gives the same features at either FFT size (up to
+    the rows' bin quantisation); what is left between the branches is the windows' own
+    difference in resolution and coherent gain.
+
+    Returns
+    -------
+    gains : ndarray [shape=(3, 360)] [float64]
+        For the channels ``[spectrum, GCoS, GC]`` of the short branch (1 in row 0, which is
+        empty).
+    """
+    long, short = branch_configs(cfg)
+    g0, g1, g2 = cfg.gammas
+    r = long.n_fft / short.n_fft
+    rows_long = spectral_filterbank(long).sum(axis=1)
+    rows_short = spectral_filterbank(short).sum(axis=1)
+    density = np.ones(N_BINS)
+    used = rows_short > 0
+    density[used] = rows_long[used] / rows_short[used]
+    return np.stack([density, density * r ** (-(1.0 - g1) * g2 / 2.0), np.full(N_BINS, r ** (g1 / 2.0))])
 
 
 def centre_frequencies(cfg: CfpConfig) -> NDArray[np.float64]:
@@ -201,13 +277,13 @@ class CfpFrame:
         self._edge_cos = np.cos(2 * np.pi * lift * np.arange(cfg.n_freq_kept) / n) / np.sqrt(n)
 
     def compute(self, ring: NDArray[np.float64], pos: int, raw: NDArray[np.float64]) -> None:
-        """Linear CFP of the window held in ``ring`` (oldest sample at ``pos``).
+        """Linear CFP of the ``win_length`` newest samples held in ``ring``.
 
         Parameters
         ----------
-        ring : ndarray [shape=(win_length,)] [float64]
+        ring : ndarray [shape=(n,)] [float64], ``n >= win_length``
         pos : int
-            Index of the oldest sample in ``ring``.
+            Index of the oldest sample in ``ring`` (the next to be overwritten).
         raw : ndarray [shape=(3, 360)] [float64]
             Output: ``[spectrum, GCoS, GC]`` before ``log1p``.
         """
@@ -236,6 +312,22 @@ class StreamingCFP:
     on the ``win_length`` newest samples (silence before the stream started). It describes
     the audio around sample ``(k + 1) * hop - latency_samples``.
 
+    With ``window: multires`` the rows have different delays: the upper rows (short window)
+    describe the audio ``delay_samples`` before the frame's end, the low rows (long window)
+    later; :attr:`row_delay_samples` gives every row's.
+
+    Attributes
+    ----------
+    delay_samples : float [samples at ``cfg.sample_rate``]
+        Energy centroid of the analysis window: the age of the audio a frame describes.
+        For ``multires``, that of the short window, which holds the rows that decide timing
+        (an onset shows first in the rows above the crossfade).
+    peak_delay_samples : int [samples]
+        Age of the (short, for ``multires``) window's maximum.
+    row_delay_samples : ndarray [shape=(360,)] [float64] [samples]
+        Per-row delay: the blend-weighted energy centroids ``(1 - w) * long + w * short``
+        (``w`` from :func:`blend_weights`); all equal ``delay_samples`` for single windows.
+
     Parameters
     ----------
     cfg : CfpConfig
@@ -260,10 +352,24 @@ class StreamingCFP:
         if self.norm.mode == "fixed" and stats is None:
             raise ValueError("norm mode 'fixed' needs FeatureStats (they ship with the model)")
         self.stats = stats if stats is not None else FeatureStats.identity()
-        self._core = CfpFrame(self.cfg)
-        self.delay_samples, self.peak_delay_samples = window_delay(self._core.window)
-        self._ring = np.zeros(self.cfg.win_length)
         self._raw = np.zeros((N_CHANNELS, N_BINS))
+        self._short: CfpFrame | None = None
+        if self.cfg.window == "multires":
+            long, short = branch_configs(self.cfg)
+            self._core, self._short = CfpFrame(long), CfpFrame(short)
+            w = blend_weights(self.cfg)
+            self._coef_long = np.ascontiguousarray(np.broadcast_to(1.0 - w, (N_CHANNELS, N_BINS)))
+            self._coef_short = branch_gains(self.cfg) * w
+            self._raw_long = np.zeros((N_CHANNELS, N_BINS))
+            self._raw_short = np.zeros((N_CHANNELS, N_BINS))
+            long_delay = window_delay(self._core.window)[0]
+            self.delay_samples, self.peak_delay_samples = window_delay(self._short.window)
+            self.row_delay_samples = (1.0 - w) * long_delay + w * self.delay_samples
+        else:
+            self._core = CfpFrame(self.cfg)
+            self.delay_samples, self.peak_delay_samples = window_delay(self._core.window)
+            self.row_delay_samples = np.full(N_BINS, self.delay_samples)
+        self._ring = np.zeros(self.cfg.win_length)
         self._peak = np.zeros(N_CHANNELS)
         self._decay = float(np.exp(-self.cfg.hop_seconds / self.norm.running_release))
         self._out = np.zeros((max_block // self.cfg.hop + 1, N_CHANNELS, N_BINS), np.float32)
@@ -271,7 +377,13 @@ class StreamingCFP:
 
     @property
     def latency_samples(self) -> int:
-        """Effective delay of the analysis window [samples at ``cfg.sample_rate``]."""
+        """:attr:`delay_samples` rounded [samples at ``cfg.sample_rate``].
+
+        The age of the audio a frame describes, counted back from the frame's newest sample
+        (the energy centroid of the window; for ``multires`` of the short window, so the
+        rows below the crossfade are later: see :attr:`row_delay_samples`). It does not
+        include the wait for a hop to fill (up to ``hop - 1`` samples) nor compute time.
+        """
         return int(round(self.delay_samples))
 
     def reset(self) -> None:
@@ -287,7 +399,7 @@ class StreamingCFP:
     def warmup(self) -> None:
         """Compile (or load) the numba kernels and run one frame, leaving no state behind."""
         K.warm_up()
-        self._core.compute(self._ring, 0, self._raw)
+        self._compute()
         self._finish(self._out[0])
         self.reset()
 
@@ -319,12 +431,21 @@ class StreamingCFP:
             i += take
             if self._since_hop == hop:
                 self._since_hop = 0
-                self._core.compute(self._ring, self._pos, self._raw)
+                self._compute()
                 self._finish(self._out[k])
                 k += 1
         self.samples_seen += n
         self.frames_emitted += k
         return self._out[:k]
+
+    def _compute(self) -> None:
+        """Linear CFP of the newest window(s) into ``self._raw``."""
+        if self._short is None:
+            self._core.compute(self._ring, self._pos, self._raw)
+            return
+        self._core.compute(self._ring, self._pos, self._raw_long)
+        self._short.compute(self._ring, self._pos, self._raw_short)
+        K.blend_rows(self._raw_long, self._coef_long, self._raw_short, self._coef_short, self._raw)
 
     def _finish(self, out: NDArray[np.float32]) -> None:
         mode = self.norm.mode

@@ -15,7 +15,7 @@ import yaml
 
 from .errors import ConfigError
 
-WINDOW_KINDS = ("symmetric", "asymmetric")
+WINDOW_KINDS = ("symmetric", "asymmetric", "multires")
 NORM_MODES = ("fixed", "running", "song", "none")
 
 
@@ -39,12 +39,31 @@ class CfpConfig:
         Log-frequency resolution (60 -> 20 cents).
     gammas : tuple of float
         Compression exponents of spectrum, cepstrum (GC) and GCoS.
-    window : {"symmetric", "asymmetric"}
+    window : {"symmetric", "asymmetric", "multires"}
         ``symmetric`` is the paper's Blackman-Harris window; ``asymmetric`` keeps the long
         rising half of a Blackman-Harris window and falls with a short one, so the window's
-        weight sits close to the newest sample.
+        weight sits close to the newest sample. ``multires`` computes the CFP twice, on the
+        asymmetric window above (``win_length``, ``asym_fall``, ``n_fft``) and on a short
+        asymmetric window (``short_length``, ``short_fall``, ``short_n_fft``), both ending
+        at the newest sample, and blends them per log-frequency row: the long window below
+        ``split_hz``, the short one above, with a raised-cosine crossfade over
+        ``crossfade_bins`` rows (see :mod:`melodyrt.rt.cfp`).
     asym_fall : int [samples]
-        Length of the falling side of the asymmetric window.
+        Length of the falling side of the asymmetric window (the long branch of
+        ``multires``).
+    short_length : int [samples]
+        ``multires`` only: length of the short window (192 = 24 ms).
+    short_fall : int [samples]
+        ``multires`` only: falling side of the short window (32 = 4 ms); with
+        ``short_length`` it sets the delay of the upper rows (energy centroid).
+    short_n_fft : int [samples]
+        ``multires`` only: FFT size of the short branch (1000 -> 8 Hz bins, enough for a
+        window whose main lobe is ~100 Hz wide); a multiple of 4, at least
+        ``short_length`` and ``2 * sample_rate / fmin``.
+    split_hz : float [Hz]
+        ``multires`` only: centre of the crossfade; rows below take the long window.
+    crossfade_bins : int [rows]
+        ``multires`` only: width of the raised-cosine crossfade (12 rows = 1/5 octave).
     """
 
     sample_rate: int = 8000
@@ -57,6 +76,11 @@ class CfpConfig:
     gammas: tuple[float, float, float] = (0.24, 0.6, 1.0)
     window: str = "symmetric"
     asym_fall: int = 64
+    short_length: int = 192
+    short_fall: int = 32
+    short_n_fft: int = 1000
+    split_hz: float = 400.0
+    crossfade_bins: int = 12
 
     def __post_init__(self) -> None:
         for name in ("sample_rate", "hop", "win_length", "n_fft", "bins_per_octave"):
@@ -77,6 +101,34 @@ class CfpConfig:
             raise ConfigError("cfp.fmin is below two FFT bins: raise fmin or n_fft")
         if len(self.gammas) != 3:
             raise ConfigError("cfp.gammas needs exactly three exponents")
+        if self.window == "multires":
+            self._check_multires()
+
+    def _check_multires(self) -> None:
+        """The short branch's constraints (only checked for ``window: multires``)."""
+        for name in ("short_length", "short_fall", "short_n_fft", "crossfade_bins"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"cfp.{name} must be positive, got {getattr(self, name)}")
+        if not self.short_length < self.win_length:
+            raise ConfigError(
+                f"cfp.short_length ({self.short_length}) must be shorter than cfp.win_length ({self.win_length})"
+            )
+        if not self.short_fall < self.short_length:
+            raise ConfigError(f"cfp.short_fall must be in 1..{self.short_length - 1}, got {self.short_fall}")
+        if self.short_n_fft % 4:
+            raise ConfigError(f"cfp.short_n_fft must be a multiple of 4, got {self.short_n_fft}")
+        if self.short_length > self.short_n_fft:
+            raise ConfigError("cfp.short_length must not exceed cfp.short_n_fft")
+        if self.short_n_fft > self.n_fft:
+            raise ConfigError("cfp.short_n_fft must not exceed cfp.n_fft")
+        if self.sample_rate / self.fmin > self.short_n_fft / 2:
+            # GC keeps quefrencies up to fs / fmin; they must fit in the unique half.
+            raise ConfigError(
+                f"cfp.short_n_fft must be at least 2 * sample_rate / fmin = {2 * self.sample_rate / self.fmin:g}, "
+                f"got {self.short_n_fft}"
+            )
+        if not self.fmin < self.split_hz < self.fmax:
+            raise ConfigError(f"cfp.split_hz must lie between fmin and fmax, got {self.split_hz}")
 
     @property
     def freq_resolution(self) -> float:
