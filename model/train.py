@@ -393,7 +393,11 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
             print(f"resuming {last}: epoch {state.epoch + 1}, step {state.step_in_epoch}")
     (out / "train_config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
 
-    sampler = SegmentSampler(cache, train_t, cfg, stats, model_cfg.lookahead_frames)
+    if cfg.augment.enabled:  # audio-domain augmentation, CFP in the loader (model/augment.py)
+        from .augment import AudioSegmentSampler
+        sampler = AudioSegmentSampler(train_t, cfg, stats, model_cfg.lookahead_frames)
+    else:
+        sampler = SegmentSampler(cache, train_t, cfg, stats, model_cfg.lookahead_frames)
     weights = cfg.loss_weights
     steps_done = 0
     t_start = time.time() - state.wall_seconds

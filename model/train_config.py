@@ -43,6 +43,147 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Audio-domain augmentation of the training segments (:mod:`melodyrt.model.augment`).
+
+    Off by default: the run then samples the cached CFP variants (``SegmentSampler``). When
+    ``enabled``, every segment is rendered from the voice and accompaniment audio held in
+    memory, processed as below, and its CFP computed by the streaming front end in the
+    loader; ``variant_probs``, ``gain_db`` and ``pitch_shift_bins`` are then not used.
+
+    Attributes
+    ----------
+    enabled : bool
+        Use the augmented sampler (``AudioSegmentSampler``) instead of the feature cache.
+    voice_only_prob : float [0..1]
+        Probability of a segment of voice alone (no accompaniment).
+    own_accomp_prob : float [0..1]
+        Probability of the clip's own accompaniment (the original song, voice unshifted);
+        the rest (``1 - voice_only_prob - own_accomp_prob``) takes the accompaniment of
+        another training clip at a random offset.
+    snr_db : (float, float) [dB]
+        Voice-to-accompaniment ratio, uniform in this range, of whole-clip RMS levels (the
+        MIR-1K convention: 0 dB = both channels at their clip RMS, the ``mix0`` variant).
+    pitch_shift_prob : float [0..1]
+        Probability of transposing the voice (not the accompaniment) by resampling it.
+    pitch_shift_semitones : float [semitones]
+        Largest transposition, uniform in ``[-x, +x]``; the voice also gets shorter or
+        longer, and the labels follow it in frequency and time.
+    eq_prob : float [0..1]
+        Probability of a random EQ on the mix: a low shelf, a high shelf and one or two
+        peaks, each present with probability 1/2.
+    eq_gain_db : float [dB]
+        Largest boost or cut of each EQ band.
+    reverb_prob : float [0..1]
+        Probability of reverb on the mix (a synthetic exponentially decaying noise IR).
+    reverb_rt60_s : (float, float) [s]
+        Reverberation time range.
+    reverb_wet : (float, float)
+        Wet gain range (the IR has unit energy).
+    compress_prob : float [0..1]
+        Probability of a feed-forward RMS compressor on the mix.
+    compress_ratio : (float, float)
+        Compression ratio range.
+    compress_threshold_db : (float, float) [dB]
+        Threshold range, relative to the chunk's RMS level.
+    peak_prob : float [0..1]
+        Probability that the master is peak-normalised (else loudness-normalised).
+    peak_dbfs : (float, float) [dBFS]
+        Peak target range.
+    loudness_dbfs : (float, float) [dBFS]
+        Gated RMS target range (MIR-1K mixes sit at about -15.5 dBFS).
+    limit_prob : float [0..1]
+        Probability of driving the mix into a look-ahead limiter before the level step.
+    limit_drive_db : (float, float) [dB]
+        How far the peaks are driven over the limiter's ceiling.
+    resample_prob : float [0..1]
+        Probability of taking the rendered audio up to one of ``resample_rates`` and back
+        down through the live ``StreamingResampler`` (its roll-off above 2.2 kHz).
+    resample_rates : tuple of int [Hz]
+        Device rates to go through (each one of ``rt.resample.SUPPORTED_RATES``).
+    resample_quality : str
+        Resampler recipe of the way down, as the live input uses ("HQ").
+    history_s : float [s]
+        Audio rendered before the CFP's window history so that reverb, compression and
+        resampling have settled when the first frame starts.
+    workers : int
+        Background processes that render the next batches while the network trains (0 =
+        render in the training process). Batches are the same either way.
+    prefetch : int
+        Batches rendered ahead of the training loop when ``workers > 0``.
+    """
+
+    enabled: bool = False
+    voice_only_prob: float = 0.2
+    own_accomp_prob: float = 0.2
+    snr_db: tuple[float, float] = (-5.0, 15.0)
+    pitch_shift_prob: float = 0.6
+    pitch_shift_semitones: float = 3.0
+    eq_prob: float = 0.6
+    eq_gain_db: float = 9.0
+    reverb_prob: float = 0.4
+    reverb_rt60_s: tuple[float, float] = (0.2, 1.5)
+    reverb_wet: tuple[float, float] = (0.1, 0.6)
+    compress_prob: float = 0.5
+    compress_ratio: tuple[float, float] = (1.5, 8.0)
+    compress_threshold_db: tuple[float, float] = (-15.0, 0.0)
+    peak_prob: float = 0.5
+    peak_dbfs: tuple[float, float] = (-20.0, -0.3)
+    loudness_dbfs: tuple[float, float] = (-40.0, -12.0)
+    limit_prob: float = 0.2
+    limit_drive_db: tuple[float, float] = (2.0, 12.0)
+    resample_prob: float = 0.3
+    resample_rates: tuple[int, ...] = (44100, 48000)
+    resample_quality: str = "HQ"
+    history_s: float = 0.5
+    workers: int = 1
+    prefetch: int = 2
+
+    def __post_init__(self) -> None:
+        from melodyrt.rt.errors import ConfigError
+        from melodyrt.rt.resample import QUALITIES, SUPPORTED_RATES
+
+        set_ = object.__setattr__
+        for name in ("snr_db", "reverb_rt60_s", "reverb_wet", "compress_ratio", "compress_threshold_db",
+                     "peak_dbfs", "loudness_dbfs", "limit_drive_db"):
+            value = tuple(float(v) for v in getattr(self, name))
+            if len(value) != 2 or value[0] > value[1]:
+                raise ConfigError(f"augment.{name} must be a range [low, high] with low <= high, got {list(value)}")
+            set_(self, name, value)
+        for name in ("voice_only_prob", "own_accomp_prob", "pitch_shift_prob", "eq_prob", "reverb_prob",
+                     "compress_prob", "peak_prob", "limit_prob", "resample_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"augment.{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.voice_only_prob + self.own_accomp_prob > 1.0:
+            raise ConfigError("augment.voice_only_prob + augment.own_accomp_prob must not exceed 1, got "
+                              f"{self.voice_only_prob} + {self.own_accomp_prob}")
+        if not 0.0 <= self.pitch_shift_semitones <= 12.0:
+            raise ConfigError(f"augment.pitch_shift_semitones must be in [0, 12], got {self.pitch_shift_semitones}")
+        if self.eq_gain_db < 0:
+            raise ConfigError(f"augment.eq_gain_db must be >= 0, got {self.eq_gain_db}")
+        if self.reverb_rt60_s[0] <= 0 or self.reverb_rt60_s[1] > 5.0:
+            raise ConfigError(f"augment.reverb_rt60_s must lie in (0, 5] s, got {list(self.reverb_rt60_s)}")
+        if self.compress_ratio[0] < 1.0:
+            raise ConfigError(f"augment.compress_ratio must be >= 1, got {list(self.compress_ratio)}")
+        if self.peak_dbfs[1] > 0.0 or self.loudness_dbfs[1] > 0.0:
+            raise ConfigError("augment.peak_dbfs and augment.loudness_dbfs must stay at or below 0 dBFS")
+        rates = tuple(self.resample_rates)
+        bad = [r for r in rates if isinstance(r, bool) or not isinstance(r, int) or r not in SUPPORTED_RATES]
+        if not rates or bad:
+            raise ConfigError(f"augment.resample_rates must list supported device rates {list(SUPPORTED_RATES)}, "
+                              f"got {list(rates)}")
+        set_(self, "resample_rates", rates)
+        if self.resample_quality not in QUALITIES:
+            raise ConfigError(f"augment.resample_quality must be one of {', '.join(QUALITIES)}, "
+                              f"got {self.resample_quality!r}")
+        if self.history_s < 0:
+            raise ConfigError(f"augment.history_s must be >= 0, got {self.history_s}")
+        if self.workers < 0 or self.prefetch < 1:
+            raise ConfigError(f"augment.workers must be >= 0 and augment.prefetch >= 1, got "
+                              f"{self.workers}, {self.prefetch}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; stored in every checkpoint.
 
@@ -80,6 +221,9 @@ class TrainConfig:
         Checkpoint whose weights start a *new* run ("" = random init); ignored when the run
         folder already holds ``last.pt``. Its normalisation statistics are used too,
         since the weights were trained on them.
+    augment : AugmentConfig
+        Audio-domain augmentation (remixing, voice pitch shift, EQ, reverb, compression,
+        mastering levels, the live resampler), off by default.
     init_modules : tuple of int
         0-based MF-TFA modules of ``init_from`` that become this model's modules, in order
         (empty = the same indices). Dropping a module of a residual network and
@@ -115,6 +259,7 @@ class TrainConfig:
     workers: int = 2
     init_from: str = ""
     init_modules: tuple[int, ...] = ()
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         from melodyrt.rt.errors import ConfigError
