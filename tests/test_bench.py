@@ -26,11 +26,14 @@ def test_quick_bench_writes_reports_and_check_flags_budget(tmp_path, capsys):
 
     result = json.loads((out / "cfp_bench.json").read_text())
     assert result["quick"] is True
-    for window in ("symmetric", "asymmetric"):
+    for window in ("symmetric", "asymmetric", "multires"):
         stats = result["cfp_hop"][window]
         assert stats["n"] == 300
         assert 0 < stats["p50_ms"] <= stats["p99_ms"] <= stats["p99.9_ms"] <= stats["max_ms"]
     assert result["cfp_hop"]["symmetric"]["latency_samples"] == 384
+    multires = result["cfp_hop"]["multires"]
+    assert multires["latency_samples"] == 52 and multires["low_rows_latency_samples"] == 167
+    assert result["offline_multires"]["frames"] == 200
     assert result["resampler"]["latency_samples"] > 0 and result["resampler_plus_cfp"]["n"] == 300
     assert result["offline"]["x_realtime"] > 0 and result["offline"]["frames"] == 200
     machine = result["machine"]
