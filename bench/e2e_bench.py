@@ -109,12 +109,25 @@ class JackServer:
 
 
 class Probe:
-    """JACK client: plays the signal once on request, stamps incoming MIDI with JACK frames."""
+    """JACK client: plays the signal once on request, stamps incoming MIDI with JACK frames.
+
+    Every cycle in which it plays, the probe logs the JACK frame at which that cycle's first
+    sample leaves and the signal position written there (:meth:`timeline`). A cycle the
+    server runs without the probe (the probe late: an xrun) plays nothing, so the rest of the
+    signal leaves one period later than ``start_frame + position`` would say; the acoustic
+    events are placed on the logged timeline instead, which stays exact across xruns.
+    """
 
     def __init__(self, jack: Any, signal: np.ndarray, name: str = "mrt-probe") -> None:
         self.signal = signal
         self.pos = 0
         self.start_frame: int | None = None
+        # One row per played cycle, preallocated (the process callback must not allocate);
+        # 16 frames is below any JACK period this bench is run with.
+        cap = signal.shape[0] // 16 + 16
+        self._cycle_frame = np.zeros(cap, np.int64)
+        self._cycle_pos = np.zeros(cap, np.int64)
+        self._cycles = 0
         self.play = threading.Event()
         self.midi: list[tuple[int, bytes]] = []
         self.xruns = 0
@@ -138,6 +151,10 @@ class Probe:
             return
         if self.start_frame is None:
             self.start_frame = base
+        if self._cycles < self._cycle_frame.shape[0]:
+            self._cycle_frame[self._cycles] = base
+            self._cycle_pos[self._cycles] = self.pos
+            self._cycles += 1
         n = min(frames, self.signal.shape[0] - self.pos)
         buf[:n] = self.signal[self.pos : self.pos + n]
         buf[n:] = 0.0
@@ -146,6 +163,11 @@ class Probe:
     @property
     def done(self) -> bool:
         return self.pos >= self.signal.shape[0]
+
+    def timeline(self) -> "Timeline":
+        """Where each played sample left the probe, on the JACK frame clock."""
+        n = self._cycles
+        return Timeline(self._cycle_frame[:n].copy(), self._cycle_pos[:n].copy())
 
     def connect_to_capture(self) -> str:
         ports = [p for p in self.client.get_ports(is_audio=True, is_input=True)
@@ -161,6 +183,39 @@ class Probe:
     def close(self) -> None:
         self.client.deactivate()
         self.client.close()
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The JACK frame of each played signal sample, from the probe's per-cycle log.
+
+    Attributes
+    ----------
+    frames : ndarray [shape=(cycles,)] [int64]
+        JACK frame of the first sample written in each played cycle.
+    positions : ndarray [shape=(cycles,)] [int64]
+        Signal position written at that frame.
+    """
+
+    frames: np.ndarray
+    positions: np.ndarray
+
+    @classmethod
+    def uniform(cls, start_frame: int) -> "Timeline":
+        """A timeline without gaps: sample ``s`` left at ``start_frame + s``."""
+        return cls(np.array([start_frame], np.int64), np.array([0], np.int64))
+
+    def frame_of(self, sample: int) -> int:
+        """JACK frame at which signal sample ``sample`` left the probe."""
+        i = max(0, int(np.searchsorted(self.positions, sample, side="right")) - 1)
+        return int(self.frames[i] + (sample - self.positions[i]))
+
+    @property
+    def slipped_frames(self) -> int:
+        """Frames by which the end of the signal left later than a gapless playback [frames]."""
+        if self.frames.size < 2:
+            return 0
+        return int((self.frames[-1] - self.frames[0]) - (self.positions[-1] - self.positions[0]))
 
 
 class OscListener:
@@ -212,13 +267,23 @@ def _cents(midi_a: float, midi_b: float) -> float:
     return abs(100.0 * (midi_a - midi_b))
 
 
-def analyse(phrases: list[Phrase], start_frame: int, midi: list[tuple[int, bytes]], osc: list[tuple[int, bytes]],
+def analyse(phrases: list[Phrase], timeline: Timeline | int, midi: list[tuple[int, bytes]], osc: list[tuple[int, bytes]],
             rate: int, bend_range: int = 2, prefix: str = "/melodyrt") -> dict[str, Any]:
-    """Match arrivals to acoustic events; latencies in ms (see the module docstring)."""
+    """Match arrivals to acoustic events; latencies in ms (see the module docstring).
+
+    ``timeline`` places the played samples on the JACK clock (an int: gapless from that
+    frame). Besides the percentiles, each kind reports how latency moves during the run: the
+    median of the first and of the last :data:`DRIFT_EVENTS` answered events and the slope
+    of a least-squares line through latency against the event's time [ms per minute].
+    """
+    if not isinstance(timeline, Timeline):
+        timeline = Timeline.uniform(int(timeline))
     import mido
 
     ms = 1000.0 / rate
-    lat: dict[str, list[float]] = {"midi_note_on": [], "midi_pitch_change": [], "osc_note_on": [], "osc_pitch_change": []}
+    kinds = ("midi_note_on", "midi_pitch_change", "osc_note_on", "osc_pitch_change")
+    lat: dict[str, list[float]] = {k: [] for k in kinds}
+    when: dict[str, list[float]] = {k: [] for k in kinds}  # event time [s] since the first onset
     # MIDI: sounding pitch after every message, in arrival order
     midi_sorted = sorted(midi, key=lambda e: e[0])
     sounding: list[tuple[int, float | None, bool]] = []  # (frame, pitch in MIDI or None, is_note_on)
@@ -248,29 +313,59 @@ def analyse(phrases: list[Phrase], start_frame: int, midi: list[tuple[int, bytes
         except Exception:  # a malformed datagram is not a latency
             continue
     osc_ev.sort(key=lambda e: e[0])
+    first = timeline.frame_of(phrases[0].onset) if phrases else 0
+
+    def answer(kind: str, event: int, t: int | None) -> None:
+        if t is not None:
+            lat[kind].append((t - event) * ms)
+            when[kind].append((event - first) / rate)
+
     for i, ph in enumerate(phrases):
-        onset, step = start_frame + ph.onset, start_frame + ph.step
-        limit = start_frame + (phrases[i + 1].onset if i + 1 < len(phrases) else ph.end + int(0.5 * rate))
-        t = next((f for f, _, on in sounding if on and onset <= f < limit), None)
-        if t is not None:
-            lat["midi_note_on"].append((t - onset) * ms)
-        t = next((f for f, p, _ in sounding if step <= f < limit and p is not None and _cents(p, ph.second) <= CENTS_OK), None)
-        if t is not None:
-            lat["midi_pitch_change"].append((t - step) * ms)
-        t = next((f for f, k, _ in osc_ev if k == "on" and onset <= f < limit), None)
-        if t is not None:
-            lat["osc_note_on"].append((t - onset) * ms)
-        t = next((f for f, k, p in osc_ev if k == "f0" and step <= f < limit and _cents(p, ph.second) <= CENTS_OK), None)
-        if t is not None:
-            lat["osc_pitch_change"].append((t - step) * ms)
+        onset, step = timeline.frame_of(ph.onset), timeline.frame_of(ph.step)
+        limit = timeline.frame_of(phrases[i + 1].onset if i + 1 < len(phrases) else ph.end + int(0.5 * rate))
+        answer("midi_note_on", onset, next((f for f, _, on in sounding if on and onset <= f < limit), None))
+        answer("midi_pitch_change", step, next(
+            (f for f, p, _ in sounding if step <= f < limit and p is not None and _cents(p, ph.second) <= CENTS_OK), None))
+        answer("osc_note_on", onset, next((f for f, k, _ in osc_ev if k == "on" and onset <= f < limit), None))
+        answer("osc_pitch_change", step, next(
+            (f for f, k, p in osc_ev if k == "f0" and step <= f < limit and _cents(p, ph.second) <= CENTS_OK), None))
     out: dict[str, Any] = {}
     for k, v in lat.items():
         arr = np.asarray(v)
         out[k] = {"events": len(phrases), "answered": int(arr.size), "missed": len(phrases) - int(arr.size),
-                  "latencies_ms": [round(x, 3) for x in v]}
+                  "latencies_ms": [round(x, 3) for x in v], "event_times_s": [round(x, 3) for x in when[k]]}
         if arr.size:
             out[k].update(summarise(arr * 1e6))
+            out[k].update(drift(np.asarray(when[k]), arr))
     return out
+
+
+#: Events at each end of the run whose median :func:`drift` reports.
+DRIFT_EVENTS = 20
+
+
+def drift(times_s: np.ndarray, latencies_ms: np.ndarray) -> dict[str, float]:
+    """How latency moves over a run.
+
+    Parameters
+    ----------
+    times_s : ndarray [shape=(n,)] [s]
+        When each event happened, in run order.
+    latencies_ms : ndarray [shape=(n,)] [ms]
+
+    Returns
+    -------
+    dict
+        ``first_p50_ms`` / ``last_p50_ms``: medians of the first and last ``DRIFT_EVENTS``
+        events (all of them when there are fewer); ``slope_ms_per_min``: least-squares slope
+        of latency against time (0 with fewer than 3 events or no spread in time).
+    """
+    k = min(DRIFT_EVENTS, latencies_ms.size)
+    slope = 0.0
+    if latencies_ms.size >= 3 and np.ptp(times_s) > 0:
+        slope = float(np.polyfit(times_s / 60.0, latencies_ms, 1)[0])
+    return {"first_p50_ms": float(np.median(latencies_ms[:k])), "last_p50_ms": float(np.median(latencies_ms[-k:])),
+            "slope_ms_per_min": slope}
 
 
 def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, period: int = 128, blocksize: int = 128,
@@ -362,13 +457,16 @@ def _measure(jack: Any, bundle: Any, signal: np.ndarray, phrases: list[Phrase], 
         latency = tracker.latency(blocksize, source.buffering_samples)
         if probe.start_frame is None:
             raise MelodyRTError("the probe never started playing")
-        res = analyse(phrases, probe.start_frame, list(probe.midi), list(listener.got), rate)
+        timeline = probe.timeline()
+        res = analyse(phrases, timeline, list(probe.midi), list(listener.got), rate)
         return {
             "latency": res,
             "algorithmic": latency.as_dict(),
             "capture_port": capture,
             "device": device["name"],
             "xruns": {"probe": probe.xruns, "source": stats.xruns},
+            # How far the probe's playback fell behind a gapless one (cycles it missed).
+            "probe_slipped_frames": timeline.slipped_frames,
             "source": stats.line(),
             "midi_messages": len(probe.midi),
             "osc_datagrams": len(listener.got),
@@ -388,11 +486,12 @@ def _is_untrained(bundle: Any) -> bool:
 
 
 def measured_for_budget(result: dict[str, Any]) -> dict[str, float]:
-    """Budget keys this benchmark measures (MIDI note-on through JACK)."""
+    """Budget keys this benchmark measures (MIDI note-on through JACK, and its drift)."""
     on = result["latency"]["midi_note_on"]
     if "p50_ms" not in on:
         return {}
-    return {"e2e_note_on_p50_ms": on["p50_ms"], "e2e_note_on_p99_ms": on["p99_ms"]}
+    return {"e2e_note_on_p50_ms": on["p50_ms"], "e2e_note_on_p99_ms": on["p99_ms"],
+            "e2e_note_on_slope_ms_per_min": abs(on["slope_ms_per_min"])}
 
 
 def write_plot(result: dict[str, Any], out_dir: Path) -> list[str]:
@@ -422,12 +521,17 @@ def markdown(result: dict[str, Any]) -> str:
              f"JACK dummy driver at {s['rate']} Hz, period {s['jack_period']}, stream blocksize {s['blocksize']}; "
              f"{s['phrases']} phrases (rest {s['rest_s']} s, note {s['note_s']} s, step to another note {s['note_s']} s); "
              f"model {result['model']['name']}; xruns: probe {result['xruns']['probe']}, source {result['xruns']['source']}.", "",
-             "| event | answered / played | p50 ms | p99 ms | max ms |", "|---|---:|---:|---:|---:|"]
+             f"| event | answered / played | p50 ms | p99 ms | max ms | first {DRIFT_EVENTS} p50 ms | last {DRIFT_EVENTS} p50 ms "
+             "| slope ms/min |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for k, v in result["latency"].items():
         if "p50_ms" in v:
-            lines.append(f"| {k} | {v['answered']} / {v['events']} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['max_ms']:.2f} |")
+            lines.append(f"| {k} | {v['answered']} / {v['events']} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['max_ms']:.2f} "
+                         f"| {v['first_p50_ms']:.2f} | {v['last_p50_ms']:.2f} | {v['slope_ms_per_min']:+.2f} |")
         else:
-            lines.append(f"| {k} | 0 / {v['events']} | - | - | - |")
+            lines.append(f"| {k} | 0 / {v['events']} | - | - | - | - | - | - |")
+    slipped = result.get("probe_slipped_frames", 0)
+    lines += ["", f"The probe missed {slipped} frames of playback ({slipped / s['rate'] * 1000:.1f} ms) to xruns; "
+              "acoustic events are placed on its logged timeline, so this does not enter the latencies."]
     a = result["algorithmic"]
     lines += ["", f"Algorithmic delay the tracker reports: {a['algorithmic']['ms']:.2f} ms (+ hop wait mean "
               f"{a['hop_wait_mean']['ms']:.2f} ms, buffering {a['audio_buffering']['ms']:.2f} ms). "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from melodyrt.rt.cli import main
@@ -34,6 +35,7 @@ def test_e2e_quick_through_jack(untrained_bundle, tmp_path, capsys):
         assert all(x >= 0 for x in v["latencies_ms"]), "an answer never precedes its acoustic event"
     assert r["osc_datagrams"] > 100, "one OSC bundle per 10 ms frame"
     assert r["midi_messages"] > 0 and r["algorithmic"]["cfp_window"]["ms"] > 0
+    assert r["probe_slipped_frames"] >= 0 and "slope ms/min" in (out / "e2e_bench.md").read_text()
     assert (out / "e2e_hist.png").is_file() and "JACK dummy driver" in (out / "e2e_bench.md").read_text()
 
 
@@ -59,3 +61,43 @@ def test_analyse_matches_arrivals_to_events():
     assert res["midi_pitch_change"]["latencies_ms"] == [12.0]
     assert res["osc_pitch_change"]["latencies_ms"] == [10.0]
     assert res["osc_note_on"]["missed"] == 1
+
+
+def test_events_are_placed_on_the_probe_timeline_across_a_missed_cycle():
+    """A probe that misses one 128-frame cycle plays the rest of the signal 128 frames late:
+    the events after the gap must be placed there, or every later latency reads 2.67 ms too
+    long (the drift the bench used to report)."""
+    import mido
+
+    from melodyrt.bench.e2e_bench import Phrase, Timeline, analyse
+
+    rate = 48000
+    # cycles of 128 frames from frame 1000; the cycle at 1000 + 128 * 50 was missed
+    frames = np.array([1000 + 128 * i for i in range(200) if i != 50], np.int64)
+    positions = np.array([128 * i if i < 50 else 128 * (i - 1) for i in range(200) if i != 50], np.int64)
+    tl = Timeline(frames, positions)
+    assert tl.slipped_frames == 128
+    assert tl.frame_of(100) == 1100 and tl.frame_of(128 * 60) == 1000 + 128 * 61
+    ph = [Phrase(onset=480, step=2400, end=4800, first=60, second=64),
+          Phrase(onset=9600, step=12000, end=14400, first=62, second=66)]
+    on = mido.Message("note_on", note=60, velocity=90).bytes()
+    on2 = mido.Message("note_on", note=62, velocity=90).bytes()
+    # both note-ons arrive 10 ms (480 frames) after their onsets left the probe
+    midi = [(tl.frame_of(480) + 480, bytes(on)), (tl.frame_of(9600) + 480, bytes(on2))]
+    res = analyse(ph, tl, midi, [], rate)
+    assert res["midi_note_on"]["latencies_ms"] == [10.0, 10.0]
+    assert res["midi_note_on"]["slope_ms_per_min"] == pytest.approx(0.0, abs=1e-9)
+    # the gapless assumption would have read the second one 128 frames late
+    naive = analyse(ph, 1000, midi, [], rate)
+    assert naive["midi_note_on"]["latencies_ms"][1] == pytest.approx(10.0 + 128 / 48, abs=1e-3)
+
+
+def test_drift_reports_first_last_and_slope():
+    from melodyrt.bench.e2e_bench import drift
+
+    t = np.arange(60.0)  # one event a second for a minute
+    d = drift(t, 20.0 + 0.05 * t)  # +3 ms over the minute
+    assert d["slope_ms_per_min"] == pytest.approx(3.0)
+    assert d["first_p50_ms"] == pytest.approx(20.0 + 0.05 * 9.5)
+    assert d["last_p50_ms"] == pytest.approx(20.0 + 0.05 * 49.5)
+    assert drift(np.zeros(2), np.array([5.0, 7.0]))["slope_ms_per_min"] == 0.0
