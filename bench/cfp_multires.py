@@ -9,10 +9,12 @@ they describe (``(k + 1) * hop - delay_samples``, as training aligns its labels)
 score uses the delay of the row holding the true f0 (``row_delay_samples``), which differs
 for ``multires`` when f0 is below the crossfade.
 
-Voices: the demo melody (A3-A4, with accompaniment), the same kind of line sung low
-(E2-D3, 82-147 Hz) and in between (D3-A#3, 147-233 Hz, across the default crossfade), both
-without accompaniment, and MIR-1K voice channels of eight singers (``--data``), from the
-lowest (davidson, f0 ~100-160 Hz) to the highest.
+Voices: the demo melody (C4-A4, with accompaniment), the same kind of line sung low
+(E2-D3, 82-147 Hz), in between (D3-A#3, 147-233 Hz) and high (G4-G5, 392-784 Hz), those
+three without accompaniment, and MIR-1K voice channels of eight singers (``--data``), from
+the lowest (davidson, f0 ~100-160 Hz) to the highest. A second table pools every voiced
+frame by its true f0: where the short window's Z is as good as the long one's is where the
+split belongs.
 
 Run: ``python -m melodyrt.bench.cfp_multires [--data DIR] [--out FILE.json]``
 (about a minute on one core).
@@ -43,9 +45,15 @@ LOW_LINE = ((None, 0.3), (45, 0.6), (47, 0.5), (48, 0.6), (50, 0.9), (43, 0.6), 
             (40, 0.6), (45, 0.8), (None, 0.2))
 MID_LINE = ((None, 0.3), (50, 0.6), (52, 0.5), (53, 0.6), (55, 0.9), (57, 0.6), (58, 0.6), (None, 0.3),
             (53, 0.6), (50, 0.8), (None, 0.2))
+HIGH_LINE = ((None, 0.3), (67, 0.6), (69, 0.5), (71, 0.6), (72, 0.9), (74, 0.6), (76, 0.6), (None, 0.3),
+             (79, 0.6), (72, 0.8), (None, 0.2))
 #: (short_length, short_fall) candidates [samples at 8 kHz] and crossfade centres [Hz].
 SHORT_WINDOWS = ((128, 32), (192, 32), (256, 32), (320, 32))
-SPLITS_HZ = (150.0, 200.0, 250.0, 300.0, 400.0)
+SPLITS_HZ = (150.0, 200.0, 250.0, 300.0, 400.0, 500.0)
+#: Falling sides of the long window tried at the default short window and split [samples].
+LONG_FALLS = (128, 192)
+#: f0 bands of the second table [Hz].
+F0_EDGES = (80.0, 120.0, 160.0, 200.0, 250.0, 300.0, 350.0, 400.0, 500.0, 800.0)
 TOLERANCE_CENTS = 50.0
 
 
@@ -65,9 +73,10 @@ class Voice:
 
 
 def synthetic_voices() -> list[Voice]:
-    """The demo mix and two unaccompanied lines (low, mid); f0 per sample."""
+    """The demo mix and three unaccompanied lines (low, mid, high); f0 per sample."""
     out = []
-    for name, notes, chords in (("demo", None, True), ("low", LOW_LINE, None), ("mid", MID_LINE, None)):
+    for name, notes, chords in (("demo", None, True), ("low", LOW_LINE, None), ("mid", MID_LINE, None),
+                                ("high", HIGH_LINE, None)):
         kwargs: dict[str, Any] = {} if notes is None else {"notes": notes, "chords": chords}
         song = sung_melody(sr=8000, seed=0, **kwargs)
         t = np.arange(song.f0.shape[0]) / song.sr
@@ -104,13 +113,18 @@ def z_peak_hits(cfg: CfpConfig, voice: Voice) -> dict[str, Any]:
     truth = voice.f0_at((ends - stream.delay_samples) / cfg.sample_rate)
     voiced = truth > 0
     hit = np.abs(1200.0 * np.log2(peak[voiced] / truth[voiced])) <= TOLERANCE_CENTS
+    band = np.digitize(truth[voiced], F0_EDGES) - 1
+    inside = (band >= 0) & (band < len(F0_EDGES) - 1)
+    n_bands = len(F0_EDGES) - 1
     # Per-row delay: look up the truth again at the delay of the row nearest to it.
     row = np.clip(np.round(cfg.bins_per_octave * np.log2(np.maximum(truth, 1.0) / cfg.fmin)), 0, 359).astype(int)
     truth_row = voice.f0_at((ends - stream.row_delay_samples[row]) / cfg.sample_rate)
     ok = (truth_row > 0) & voiced
     hit_row = np.abs(1200.0 * np.log2(peak[ok] / truth_row[ok])) <= TOLERANCE_CENTS
     return {"voiced": int(voiced.sum()), "hits": int(hit.sum()), "voiced_row": int(ok.sum()),
-            "hits_row": int(hit_row.sum())}
+            "hits_row": int(hit_row.sum()),
+            "band_voiced": np.bincount(band[inside], minlength=n_bands).tolist(),
+            "band_hits": np.bincount(band[inside], weights=hit[inside], minlength=n_bands).astype(int).tolist()}
 
 
 def candidates() -> list[tuple[str, CfpConfig]]:
@@ -123,6 +137,8 @@ def candidates() -> list[tuple[str, CfpConfig]]:
         for split in SPLITS_HZ:
             out.append((f"multires {length}/{fall} split {split:g}",
                         replace(base, short_length=length, short_fall=fall, split_hz=split)))
+    for fall in LONG_FALLS:
+        out.append((f"multires default, long fall {fall}", replace(base, asym_fall=fall)))
     return out
 
 
@@ -163,6 +179,22 @@ def table(rows: list[dict[str, Any]], voices: list[Voice]) -> str:
     return "\n".join(lines)
 
 
+def band_table(rows: list[dict[str, Any]], labels: Sequence[str]) -> str:
+    """Markdown table: % of voiced frames within 50 cents per true-f0 band, all voices pooled."""
+    head = ["window", *(f"{lo:g}-{hi:g}" for lo, hi in zip(F0_EDGES[:-1], F0_EDGES[1:]))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r["label"] not in labels:
+            continue
+        n = np.sum([v["band_voiced"] for v in r["voices"].values()], axis=0)
+        h = np.sum([v["band_hits"] for v in r["voices"].values()], axis=0)
+        lines.append("| " + " | ".join([r["label"], *(_pct(int(a), int(b)) for a, b in zip(h, n))]) + " |")
+    first = next(r for r in rows if r["label"] in labels)
+    n = np.sum([v["band_voiced"] for v in first["voices"].values()], axis=0)
+    lines.append("| voiced frames | " + " | ".join(str(int(x)) for x in n) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MIR-1K at 8 kHz (skipped if missing)")
@@ -173,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = run(voices)
     print(table(rows, voices))
+    print()
+    print(band_table(rows, [r["label"] for r in rows if not r["label"].startswith("multires")]))
     print(f"\n{len(voices)} voices: {', '.join(v.name for v in voices)}; {time.perf_counter() - t0:.0f} s",
           file=sys.stderr)
     if args.out:
