@@ -107,7 +107,7 @@ def test_bend_values():
 
 
 def test_steady_note_known_answer():
-    logic = MidiNoteLogic(MidiConfig(onset_frames=2))
+    logic = MidiNoteLogic(MidiConfig(onset_frames=2, onset_confidence=None))   # the 2-frame rule alone
     out = messages(logic, make_frames([None, 69.25, 69.25, 69.25, 69.25], -33.0))
     assert [m.bytes() for m in out[0]] == RPN_HEADER           # header with the first frame
     assert out[1] == []                                       # onset: one voiced frame is not enough
