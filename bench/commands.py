@@ -64,6 +64,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     _accuracy_args(pe)
     pe.add_argument("--peers", default="pesto,aubio,swift-f0,torchcrepe", help="comma-separated peers to run")
     pe.set_defaults(func=_peers)
+    on = kinds.add_parser("onset", help="false onsets, missed onsets and onset delay of the MIDI note logic per onset rule",
+                          description="Runs the tracker once per clip (MIR-1K: 0 dB mix L+R and voice alone) and replays "
+                          "its frames through the MIDI note logic for each onset rule: the 2-frame rule, 1 frame always, "
+                          "the confidence gate at several thresholds, and study rules on p(voiced). Reports false onsets "
+                          "(per minute and per second of unvoiced audio), missed labelled onsets, onset delay, and the "
+                          "recommended onset_confidence. Writes JSON, markdown and a PNG plot.")
+    on.add_argument("--data", help="data folder (default $MELODYRT_DATA or ../shared/data/mir1k8k)")
+    on.add_argument("--model", help="exported model folder (default: the packaged model)")
+    on.add_argument("--singers", nargs="?", const="Kenshin,annar",
+                    help="comma-separated singers to keep (MIR-1K); alone: the validation singers Kenshin,annar")
+    on.add_argument("--max-tracks", type=int, help="measure at most this many tracks")
+    on.add_argument("--out", default="bench-results")
+    on.add_argument("--quick", action="store_true", help="2 tracks, their first 4 s, 4 settings: checks the machinery")
+    on.set_defaults(func=_onset)
     gp = kinds.add_parser("gpu", help="TensorRT FP16 step time per batch and multi-stream capacity (needs a GPU)",
                           description="Where TensorRT and a CUDA GPU exist: FP16 step time for batch 1..N and how many "
                           "concurrent streams hold the 10 ms deadline at p99. Elsewhere it says why it cannot run and "
@@ -195,7 +209,7 @@ def _bench_top(args: argparse.Namespace) -> int:
     from melodyrt.rt.errors import MelodyRTError
 
     if not args.check:
-        raise MelodyRTError("choose a benchmark (melodyrt bench {cfp,engine,latency,e2e,accuracy,peers,gpu}) or --check")
+        raise MelodyRTError("choose a benchmark (melodyrt bench {cfp,engine,latency,e2e,accuracy,peers,onset,gpu}) or --check")
     return _latency(args)
 
 
@@ -285,6 +299,21 @@ def _peers(args: argparse.Namespace) -> int:
     run(args.model, _data_dir(args.data), out, names, singers=singers,
         max_tracks=2 if args.quick else args.max_tracks, models=models, quick=args.quick)
     print((out / "peers_bench.md").read_text())
+    return 0
+
+
+def _onset(args: argparse.Namespace) -> int:
+    from melodyrt.rt.errors import MelodyRTError
+
+    from .onset_bench import run
+
+    if args.max_tracks is not None and args.max_tracks <= 0:
+        raise MelodyRTError(f"--max-tracks must be positive, got {args.max_tracks}")
+    out = Path(args.out)
+    singers = [x for x in args.singers.split(",") if x] if args.singers else None
+    run(args.model, _data_dir(args.data), out, singers=singers, max_tracks=args.max_tracks, quick=args.quick)
+    print((out / "onset_bench.md").read_text())
+    print(f"wrote {out / 'onset_bench.json'}, {out / 'onset_bench.md'} and {out / 'onset_tradeoff.png'}")
     return 0
 
 
