@@ -60,7 +60,7 @@ def run(bundle_dir: str | None, out_dir: Path, max_batch: int = 64, steps: int =
             rows.append({"batch": b, **r})
         from melodyrt.rt.synth import sung_melody
 
-        cfp = bench_cfp_hops(bundle.cfp.window, sung_melody(sr=8000, seed=0).audio, BenchSettings.quick() if quick else BenchSettings())
+        cfp = bench_cfp_hops(bundle.cfp, sung_melody(sr=8000, seed=0).audio, BenchSettings.quick() if quick else BenchSettings())
         result.update({
             "device": engine.device, "model": bundle.name, "precision": "fp16", "steps": rows,
             "cfp_hop_p99_ms": cfp["p99_ms"],

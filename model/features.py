@@ -36,9 +36,21 @@ def gain_exponents(cfg: CfpConfig) -> NDArray[np.float64]:
     return np.array([g0, g0 * g1 * g2, g0 * g1])
 
 
+#: CfpConfig fields that only the multires window reads.
+MULTIRES_FIELDS = ("short_length", "short_fall", "short_n_fft", "split_hz", "crossfade_bins")
+
+
 def cfp_cache_key(cfg: CfpConfig) -> str:
-    """Short hash of the CFP parameters; features from different front ends never mix."""
-    blob = json.dumps(asdict(cfg), sort_keys=True).encode()
+    """Short hash of the CFP parameters; features from different front ends never mix.
+
+    Fields a window does not read are left out, so caches of the single-window front ends
+    keep the keys they had before the multires fields existed.
+    """
+    fields = asdict(cfg)
+    if cfg.window != "multires":
+        for name in MULTIRES_FIELDS:
+            fields.pop(name)
+    blob = json.dumps(fields, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
 
 

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from melodyrt.rt.cfp import FeatureStats
+from melodyrt.rt.config import CfpConfig
 from melodyrt.rt.decode import decode_salience
 from melodyrt.rt.errors import MelodyRTError
 from melodyrt.rt.pitch import hz_to_class
@@ -246,6 +247,14 @@ def checkpoint_stats(ckpt: dict) -> FeatureStats:
     return FeatureStats.from_lists(st["offset"], st["scale"])
 
 
+def same_front_end(ckpt: dict, cfp: CfpConfig) -> bool:
+    """Whether a checkpoint was trained on features of the CFP configuration ``cfp``."""
+    theirs = ckpt.get("cfp_config")
+    if theirs is None:
+        return True  # checkpoints before the front end was recorded used the default one
+    return CfpConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in theirs.items()}) == cfp
+
+
 def model_from_checkpoint(ckpt: dict) -> tuple[MFTFA, FeatureStats]:
     """Rebuild the network (eval mode) and its feature statistics."""
     model = build_model(ModelConfig.from_dict(ckpt["model_config"]))
@@ -360,8 +369,13 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
         _save_stats(stats_path, checkpoint_stats(seed_ckpt))
     resuming = resume and last.exists()
     init_ckpt = load_checkpoint(cfg.init_from) if cfg.init_from and not resuming else None
-    if init_ckpt is not None:  # its weights were trained on its statistics
-        _save_stats(stats_path, checkpoint_stats(init_ckpt))
+    if init_ckpt is not None:
+        if same_front_end(init_ckpt, cfg.cfp):  # its weights were trained on its statistics
+            _save_stats(stats_path, checkpoint_stats(init_ckpt))
+        else:  # other features: statistics of these ones, so the inputs keep their scale
+            stats_path.unlink(missing_ok=True)
+            if progress:
+                print(f"{cfg.init_from} was trained on another front end: computing fresh feature statistics")
     if stats_path.exists():
         z = np.load(stats_path)
         stats = FeatureStats(z["offset"], z["scale"])

@@ -14,10 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .config import WINDOW_KINDS as WINDOWS
 from .config import NormConfig, PipelineConfig
 from .errors import MelodyRTError
-
-WINDOWS = ("symmetric", "asymmetric")
 
 
 def _pipeline(args: argparse.Namespace) -> PipelineConfig:

@@ -2,10 +2,15 @@
 
 Threads
 -------
-- PortAudio's audio thread runs :meth:`AudioSource._callback`: it copies the block into a
-  preallocated :class:`~melodyrt.rt.ring.RingBuffer`, counts status flags and signals an
-  event. Nothing else (no allocation beyond PortAudio's own view, no I/O, no tracking).
-- A worker thread waits for the event, pulls at most one device block at a time from the
+- PortAudio's audio thread runs the input callback. By default (``callback: native``) it is
+  machine code that never takes the GIL (:mod:`melodyrt.rt.capture`): it copies the wanted
+  channel into a preallocated lock-free ring, counts status flags, stamps the block's ADC
+  time and wakes the worker through a pipe. A Python callback (``callback: python``, and
+  subclasses that override :meth:`AudioSource._callback`) does the same with a
+  :class:`~melodyrt.rt.ring.RingBuffer` and an event, but needs the GIL in the audio thread,
+  so anything else holding it (a garbage collection, the tracker's Python code) can make it
+  miss the server's deadline: on JACK an xrun for every client of the graph.
+- A worker thread waits for the signal, pulls at most one device block at a time from the
   ring, runs :meth:`Tracker.process` and hands every frame to the sinks.
 - The caller's thread (the CLI's main thread) starts and stops everything and watches for
   the end: a duration, :meth:`AudioSource.request_stop` (safe from a signal handler),
@@ -19,6 +24,7 @@ counted in :class:`SourceStats` and never stop the stream. On stop every sink is
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import threading
@@ -76,11 +82,17 @@ class SourceConfig:
         PortAudio's suggested input latency.
     worker_priority : int
         SCHED_FIFO priority asked for the worker thread (Linux; 0 = leave it a normal
-        thread). Without it, on a busy machine the worker can be descheduled while it holds
-        the GIL, and the audio callback, which needs the GIL, misses its deadline (xruns).
-        Keep it below the audio server's (JACK: 10 by default). Refused when the user may
-        not use real-time scheduling (see :attr:`SourceStats.worker_realtime`), which is
-        not an error.
+        thread), so that ordinary processes cannot delay the tracking of a hop. Keep it
+        below every audio thread: JACK2 runs its clients' process threads (PortAudio's,
+        RtMidi's, a synth's) at the server's priority minus 5, i.e. 5 for the default
+        ``jackd -P 10``; a worker at the same priority is not preempted by them, and a hop
+        of tracking (~1 ms) then delays their cycle. Refused when the user may not use
+        real-time scheduling (see :attr:`SourceStats.worker_realtime`), which is not an
+        error.
+    callback : {"native", "python"}
+        ``native``: the input callback is compiled code that never takes the GIL
+        (:mod:`melodyrt.rt.capture`); ``python``: a Python callback (PortAudio's usual
+        route, kept for host APIs where the native one cannot be used).
     """
 
     device: int | str | None = None
@@ -89,7 +101,8 @@ class SourceConfig:
     channel: int = 0
     ring_seconds: float = 1.0
     latency: str = "low"
-    worker_priority: int = 5
+    worker_priority: int = 1
+    callback: str = "native"
 
     def __post_init__(self) -> None:
         if self.blocksize <= 0:
@@ -102,6 +115,8 @@ class SourceConfig:
             raise AudioDeviceError(f"latency must be 'low' or 'high', got {self.latency!r}")
         if not 0 <= self.worker_priority <= 99:
             raise AudioDeviceError(f"worker_priority must be 0..99, got {self.worker_priority}")
+        if self.callback not in ("native", "python"):
+            raise AudioDeviceError(f"callback must be 'native' or 'python', got {self.callback!r}")
 
 
 # ------------------------------------------------------------------------------ devices
@@ -322,15 +337,20 @@ class AudioSource:
         self._error: BaseException | None = None
         self._closed = False
         self._callbacks = self._status = self._overflows = 0
-        self._blocks = self._frames = self._max_fill = self._sink_errors = 0
+        self._blocks = self._frames = self._max_fill = self._sink_errors = self._fill = 0
         self._lag_sum = 0.0
         self._lag_max = 0.0
         self._t0 = 0.0
         self._switch: float | None = None
         self._worker_rt = False
-        #: The first 16 flagged callbacks: ``(callback number, PortAudio's flags)``.
-        self.status_log: list[tuple[int, str]] = []
+        self._status_log: list[tuple[int, str]] = []
         self.buffering_samples = 0.0
+        # A subclass that overrides the Python callback (e.g. to stamp callbacks) keeps it.
+        self.native = self.config.callback == "native" and type(self)._callback is AudioSource._callback
+        self._capture: Any = None
+        self._cap_samples = cap
+        self._wake: Callable[[float], bool] = self._wait_event
+        self._pop: Callable[[np.ndarray], int] = self._pop_ring
 
     # ---------------------------------------------------------------- audio thread
 
@@ -340,8 +360,8 @@ class AudioSource:
             self._status += 1
             if status.input_overflow:
                 self._overflows += 1
-            if len(self.status_log) < 16:  # rare: allocation here is acceptable
-                self.status_log.append((self._callbacks, str(status)))
+            if len(self._status_log) < 16:  # rare: allocation here is acceptable
+                self._status_log.append((self._callbacks, str(status)))
         with self._lock:
             self._ring.write(indata[:, self.config.channel])
         self._ready.set()
@@ -358,8 +378,7 @@ class AudioSource:
                 pass
         try:
             while True:
-                self._ready.wait(0.05)
-                self._ready.clear()
+                self._wake(0.05)
                 while self._drain_one():
                     pass
                 if self._stop.is_set():
@@ -370,13 +389,25 @@ class AudioSource:
             self._error = exc
             self._stop.set()
 
-    def _drain_one(self) -> bool:
+    def _wait_event(self, timeout: float) -> bool:
+        woken = self._ready.wait(timeout)
+        self._ready.clear()
+        return woken
+
+    def _pop_ring(self, out: np.ndarray) -> int:
         with self._lock:
-            fill = len(self._ring)
-            n = self._ring.read(self._buf)
+            self._fill = len(self._ring)
+            return self._ring.read(out)
+
+    def _pop_native(self, out: np.ndarray) -> int:
+        self._fill = len(self._capture)
+        return self._capture.pop(out)
+
+    def _drain_one(self) -> bool:
+        n = self._pop(self._buf)
         if n == 0:
             return False
-        self._max_fill = max(self._max_fill, fill)
+        self._max_fill = max(self._max_fill, self._fill)
         block = self._buf[:n] if self.pre is None else self.pre(self._buf[:n])
         frames = self.tracker.process(block)
         self._blocks += 1
@@ -402,9 +433,12 @@ class AudioSource:
     @property
     def stats(self) -> SourceStats:
         """A snapshot of the counters."""
+        cap = self._capture
         return SourceStats(
-            callbacks=self._callbacks, status_events=self._status, overflows=self._overflows,
-            dropped_samples=int(self._ring.dropped), blocks=self._blocks, frames=self._frames,
+            callbacks=cap.callbacks if cap is not None else self._callbacks,
+            status_events=cap.flagged if cap is not None else self._status,
+            overflows=self.overflows, dropped_samples=cap.dropped if cap is not None else int(self._ring.dropped),
+            blocks=self._blocks, frames=self._frames,
             max_fill=self._max_fill, sink_errors=self._sink_errors,
             lag_mean=self._lag_sum / self._frames if self._frames else 0.0, lag_max=self._lag_max,
             seconds=time.monotonic() - self._t0 if self._t0 else 0.0, worker_realtime=self._worker_rt,
@@ -417,7 +451,16 @@ class AudioSource:
     @property
     def overflows(self) -> int:
         """Overflow callbacks so far (cheap; for status lines)."""
-        return self._overflows
+        return self._capture.overflows if self._capture is not None else self._overflows
+
+    @property
+    def status_log(self) -> list[tuple[int, str]]:
+        """The first 16 flagged callbacks: ``(callback number, PortAudio's flags)``."""
+        if self._capture is not None:
+            from .capture import flags_text
+
+            return [(n, flags_text(f)) for n, f in self._capture.status_log()]
+        return self._status_log
 
     @property
     def running(self) -> bool:
@@ -436,27 +479,50 @@ class AudioSource:
         if warmup:
             self.tracker.warmup()
         self.tracker.reset()
-        # The callback needs the GIL; with Python's default 5 ms switch interval it can wait a
-        # whole JACK period for the worker to yield it. Restored by stop().
+        sd = sounddevice()
+        if self.native:
+            from . import capture
+
+            capture.warm_up()
+            self._capture = capture.CaptureState(self._cap_samples, self.config.channel, self.config.channel + 1)
+            self._wake, self._pop = self._capture.wait, self._pop_native
+        # Everything loaded so far lives as long as the stream: keep it out of the collector's
+        # scans, so a collection in the worker costs what the stream allocates, not ~40 ms.
+        gc.collect()
+        gc.freeze()
+        # A Python callback needs the GIL; with Python's default 5 ms switch interval it can
+        # wait a whole JACK period for the worker to yield it. Restored by stop().
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL_S))
-        sd = sounddevice()
         self._worker = threading.Thread(target=self._work, name="melodyrt-worker", daemon=True)
         self._worker.start()
         try:
-            stream = sd.InputStream(
-                device=self.device["index"], samplerate=self.rate, blocksize=self.config.blocksize,
-                channels=self.config.channel + 1, dtype="float32", latency=self.config.latency,
-                callback=self._callback,
-            )
+            if self._capture is not None:
+                stream = sd._StreamBase(  # sounddevice's route for a C callback (python-rtmixer)
+                    kind="input", device=self.device["index"], samplerate=self.rate,
+                    blocksize=self.config.blocksize, channels=self.config.channel + 1, dtype="float32",
+                    latency=self.config.latency, callback=self._capture.callback_pointer(sd._ffi),
+                    userdata=self._capture.user_data(sd._ffi), wrap_callback=None,
+                )
+            else:
+                stream = sd.InputStream(
+                    device=self.device["index"], samplerate=self.rate, blocksize=self.config.blocksize,
+                    channels=self.config.channel + 1, dtype="float32", latency=self.config.latency,
+                    callback=self._callback,
+                )
             stream.start()
         except Exception as exc:
             self._stop.set()
             self._worker.join()
+            self._unfreeze()
             raise AudioDeviceError(f"cannot open {self.device['name']} at {self.rate} Hz: {exc}") from None
         self._stream = stream
         self._t0 = time.monotonic()
         self.buffering_samples = float(stream.latency) * self.rate
+
+    @staticmethod
+    def _unfreeze() -> None:
+        gc.unfreeze()
 
     def request_stop(self) -> None:
         """Ask the stream to stop (thread- and signal-handler-safe); :meth:`run` returns soon."""
@@ -480,9 +546,12 @@ class AudioSource:
                 stream.close()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
+        if self._capture is not None and (self._worker is None or not self._worker.is_alive()):
+            self._capture.close()  # the stream is closed: nothing writes to the pipe any more
         if self._switch is not None:
             sys.setswitchinterval(self._switch)
             self._switch = None
+            self._unfreeze()
         if not self._closed:
             self._closed = True
             for sink in self.sinks:

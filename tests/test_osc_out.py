@@ -101,7 +101,7 @@ def test_bundles_in_order_with_documented_addresses_and_time_tags(osc_server):
     notes = [(i, a, p) for i, (_, msgs) in enumerate(got) for a, p in msgs if a.startswith("/melodyrt/note/")]
     assert [(a, p[0]) for _, a, p in notes] == [
         ("/melodyrt/note/on", 69), ("/melodyrt/note/off", 69), ("/melodyrt/note/on", 72), ("/melodyrt/note/off", 72)]
-    assert notes[0][0] == 6                          # second voiced frame (onset_frames=2)
+    assert notes[0][0] == 5                          # first voiced frame: confidence 0.8 passes the onset gate
     assert all(len(p) == 2 and 1 <= p[1] <= 127 for _, a, p in notes if a.endswith("/on"))
     assert notes[-1][0] == len(fs)                   # the last note is released by close()
 

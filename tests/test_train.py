@@ -160,3 +160,20 @@ def _fixed_batch_loss(cfg: TrainConfig, checkpoint: Path | None) -> float:
     with torch.no_grad():
         loss, _ = sdms_loss(model(x), y, mask, cfg.loss_weights)
     return float(loss)
+
+
+def test_same_front_end_tells_feature_configs_apart():
+    """Fine-tuning onto another front end must not reuse the source's feature statistics."""
+    from dataclasses import asdict
+
+    from melodyrt.model.train import same_front_end
+    from melodyrt.rt.config import CfpConfig
+
+    asym = CfpConfig(window="asymmetric")
+    stored = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(asym).items()}
+    assert same_front_end({"cfp_config": stored}, asym)
+    assert not same_front_end({"cfp_config": stored}, CfpConfig(window="multires"))
+    # a checkpoint written before the multires fields existed
+    old = {k: v for k, v in stored.items() if not k.startswith(("short_", "split_", "crossfade_"))}
+    assert same_front_end({"cfp_config": old}, asym)
+    assert same_front_end({}, CfpConfig())
