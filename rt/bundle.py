@@ -24,8 +24,30 @@ FORMAT = "melodyrt-model"
 #: 2: frequency-attention windows became host-managed running sums (``kind`` of a state).
 FORMAT_VERSION = 2
 METADATA_FILE = "model.json"
-#: The packaged default model (the ``rt`` network trained on MIR-1K).
-DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "model" / "weights" / "rt"
+WEIGHTS = Path(__file__).resolve().parent.parent / "model" / "weights"
+#: Packaged models by profile (``--profile``): the trade-off between note-on latency and
+#: accuracy is measured in the README and the model card.
+PROFILES = {"accurate": WEIGHTS / "rt", "low-latency": WEIGHTS / "rt_lowlat"}
+#: The profile a command uses when given neither ``--model`` nor ``--profile``.
+DEFAULT_PROFILE = "accurate"
+#: The packaged default model.
+DEFAULT_BUNDLE = PROFILES[DEFAULT_PROFILE]
+
+
+def profile_dir(profile: str) -> Path:
+    """The packaged model folder of a profile.
+
+    Raises
+    ------
+    ModelError
+        An unknown profile, or one whose model is not in this installation.
+    """
+    if profile not in PROFILES:
+        raise ModelError(f"unknown profile {profile!r}; profiles: {', '.join(PROFILES)}")
+    root = PROFILES[profile]
+    if not (root / METADATA_FILE).exists():
+        raise ModelError(f"the {profile} profile's model is not installed ({root / METADATA_FILE} is missing)")
+    return root
 
 
 def sha256_of(path: Path) -> str:

@@ -78,7 +78,33 @@ def build_parser() -> argparse.ArgumentParser:
             _register_unavailable(sub, ep.name, f"{type(exc).__name__}: {exc}")
             continue
         register(sub)
+    _add_profile_options(parser)
     return parser
+
+
+def _add_profile_options(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command that takes ``--model`` a ``--profile`` too, plug-ins included."""
+    from .bundle import DEFAULT_PROFILE, PROFILES
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_profile_options(child)
+    if "--model" in parser._option_string_actions and "--profile" not in parser._option_string_actions:
+        parser.add_argument("--profile", choices=tuple(PROFILES),
+                            help=f"packaged model to use instead of --model DIR (default {DEFAULT_PROFILE}): "
+                                 "low-latency (earlier note-on) or accurate; see the README's trade-off table")
+
+
+def _apply_profile(args: argparse.Namespace) -> None:
+    profile = getattr(args, "profile", None)
+    if profile is None:
+        return
+    if getattr(args, "model", None):
+        raise UsageError("give --model or --profile, not both")
+    from .bundle import profile_dir
+
+    args.model = str(profile_dir(profile))
 
 
 def _register_unavailable(sub: argparse._SubParsersAction, name: str, reason: str) -> None:
@@ -113,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(list(argv) if argv is not None else None)
+        _apply_profile(args)
         return int(args.func(args) or 0)
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0

@@ -132,3 +132,24 @@ def test_version(capsys):
     assert main(["version"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("melodyrt") and "numpy" in out and "libsoxr" in out
+
+
+def test_profile_picks_a_packaged_model_and_excludes_model(capsys, tmp_path):
+    import argparse
+
+    from melodyrt.rt import cli
+    from melodyrt.rt.bundle import PROFILES
+
+    parser = cli.build_parser()
+    # every command that takes --model takes --profile (plug-in commands included)
+    extra = {"transcribe": ["x.wav", "--out", "x.csv"], "karaoke": ["song.txt"], "bench": ["e2e"]}
+    for name in ("demo", "live", "transcribe", "karaoke", "bench"):
+        args = parser.parse_args([name, *extra.get(name, []), "--profile", "accurate"])
+        cli._apply_profile(args)
+        assert args.model == str(PROFILES["accurate"])
+    args = argparse.Namespace(profile="accurate", model=str(tmp_path))
+    with pytest.raises(cli.UsageError, match="--model or --profile, not both"):
+        cli._apply_profile(args)
+    assert main(["demo", "--profile", "nonsense"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid choice: 'nonsense'" in err[0]
