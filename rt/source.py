@@ -5,11 +5,11 @@ Threads
 - PortAudio's audio thread runs the input callback. By default (``callback: native``) it is
   machine code that never takes the GIL (:mod:`melodyrt.rt.capture`): it copies the wanted
   channel into a preallocated lock-free ring, counts status flags, stamps the block's ADC
-  time and wakes the worker through a pipe. A Python callback (``callback: python``, and
-  subclasses that override :meth:`AudioSource._callback`) does the same with a
-  :class:`~melodyrt.rt.ring.RingBuffer` and an event, but needs the GIL in the audio thread,
-  so anything else holding it (a garbage collection, the tracker's Python code) can make it
-  miss the server's deadline: on JACK an xrun for every client of the graph.
+  time and wakes the worker through a pipe. A Python callback (``callback: python``) does
+  the same with a :class:`~melodyrt.rt.ring.RingBuffer` and an event, but needs the GIL in
+  the audio thread, so anything else holding it (a garbage collection, the tracker's Python
+  code) can make it miss the server's deadline: on JACK an xrun for every client of the
+  graph.
 - A worker thread waits for the signal, pulls at most one device block at a time from the
   ring, runs :meth:`Tracker.process` and hands every frame to the sinks.
 - The caller's thread (the CLI's main thread) starts and stops everything and watches for
@@ -345,8 +345,7 @@ class AudioSource:
         self._worker_rt = False
         self._status_log: list[tuple[int, str]] = []
         self.buffering_samples = 0.0
-        # A subclass that overrides the Python callback (e.g. to stamp callbacks) keeps it.
-        self.native = self.config.callback == "native" and type(self)._callback is AudioSource._callback
+        self.native = self.config.callback == "native"
         self._capture: Any = None
         self._cap_samples = cap
         self._wake: Callable[[float], bool] = self._wait_event
@@ -379,6 +378,10 @@ class AudioSource:
         try:
             while True:
                 self._wake(0.05)
+                if self._capture is not None and self.wants_stamps:
+                    rows = self._capture.new_stamps()
+                    if rows.shape[0]:
+                        self._on_stamps(rows)
                 while self._drain_one():
                     pass
                 if self._stop.is_set():
@@ -388,6 +391,30 @@ class AudioSource:
         except BaseException as exc:  # reported by the controlling thread
             self._error = exc
             self._stop.set()
+
+    #: Subclasses that need each callback's time stamps set this and implement
+    #: :meth:`_on_stamps` (native callback) as well as overriding :meth:`_callback` (Python one).
+    wants_stamps = False
+
+    def _on_stamps(self, rows: np.ndarray) -> None:
+        """Worker thread, native callback: stamps of the callbacks since the last call.
+
+        Parameters
+        ----------
+        rows : ndarray [shape=(k, 4)] [float64]
+            Per callback: samples delivered before it, ADC time of its first sample [s],
+            PortAudio's current time [s] (the stream's clock), status flags.
+        """
+
+    def stream_clock_offset(self) -> float | None:
+        """``time.monotonic()`` minus the stream's clock (PortAudio's stream time) [s], read now."""
+        stream = self._stream
+        if stream is None:
+            return None
+        try:
+            return time.monotonic() - float(stream.time)
+        except Exception:  # a stream that just closed
+            return None
 
     def _wait_event(self, timeout: float) -> bool:
         woken = self._ready.wait(timeout)

@@ -247,11 +247,36 @@ class BackingPlayer:
 
 class _AligningSource(AudioSource):
     """An :class:`AudioSource` that also stamps each callback with the ADC time of its first
-    sample (position = samples delivered before it, the tracker's input timeline)."""
+    sample (position = samples delivered before it, the tracker's input timeline).
+
+    With the native (GIL-free) callback the stamps come from :mod:`melodyrt.rt.capture` and
+    are recorded by the worker; the stream clock is tied to the monotonic clock by reading
+    both there. The Python callback records them itself.
+    """
 
     stamps: Stamps
     uses_monotonic = False
+    wants_stamps = True
     _delivered = 0
+    _pending: np.ndarray | None = None
+
+    def _on_stamps(self, rows: np.ndarray) -> None:
+        if self._pending is not None:
+            rows = np.concatenate([self._pending, rows])
+            self._pending = None
+        offset = self.stream_clock_offset()
+        if offset is None:  # the stream object is not assigned yet: stamp them next time
+            self._pending = rows
+            return
+        for delivered, adc, now, _ in rows:
+            if adc <= 0.0 or self.uses_monotonic:  # no timestamps from this host API
+                self.uses_monotonic = True
+                latency = float(self._stream.latency) if self._stream is not None else 0.0
+                mono = time.monotonic()
+                late = (self.tracker.samples_in + len(self._capture) - delivered) / self.rate
+                self.stamps.add(int(delivered), mono - late - latency, mono, mono)
+                continue
+            self.stamps.add(int(delivered), float(adc), float(now), float(now) + offset)
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         mono = time.monotonic()
