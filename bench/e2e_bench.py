@@ -1,13 +1,16 @@
 """``melodyrt bench e2e``: end-to-end latency through real ports on JACK's dummy driver.
 
-A JACK client (the *probe*, pip package ``JACK-Client``) plays synthesized sung phrases into
-the tracker's capture port: a rest, a note, then a pitch step to a second note. The tracker
-runs its real live path (:class:`~melodyrt.rt.source.AudioSource` on the JACK device,
-:class:`~melodyrt.rt.midi_out.MidiSink` on JACK MIDI, :class:`~melodyrt.rt.osc_out.OscSink`
-to 127.0.0.1). The probe's MIDI input port receives the sink's messages and stamps each with
-its JACK frame (``last_frame_time + offset``); an OSC UDP receiver stamps each bundle with the
-probe's ``frame_time`` on arrival. The acoustic event is the frame at which the probe played
-the note's first sample (its onset) or the step's first sample.
+A JACK client (the *probe*, :mod:`melodyrt.bench.jack_probe`, pip package ``JACK-Client``)
+plays synthesized sung phrases into the tracker's capture port: a rest, a note, then a pitch
+step to a second note. It runs in a process of its own, so no GIL hold in the tracker's
+process can make it late (a late probe is an xrun jackd blames on it and every client hears
+about). The tracker runs its real live path (:class:`~melodyrt.rt.source.AudioSource` on the
+JACK device, :class:`~melodyrt.rt.midi_out.MidiSink` on JACK MIDI,
+:class:`~melodyrt.rt.osc_out.OscSink` to 127.0.0.1). The probe's MIDI input port receives the
+sink's messages and stamps each with its JACK frame (``last_frame_time + offset``); its OSC
+UDP receiver stamps each bundle with the probe's ``frame_time`` on arrival. The acoustic event
+is the frame at which the probe played the note's first sample (its onset) or the step's
+first sample, from the probe's per-cycle log (:class:`Timeline`).
 
 Latency = arrival frame - acoustic event frame, for
 
@@ -20,16 +23,18 @@ Events not answered inside their window are counted as missed (an untrained mode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
-import socket
 import subprocess
-import threading
+import tempfile
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -76,118 +81,93 @@ def make_signal(n_phrases: int, rate: int, seed: int = 0) -> tuple[np.ndarray, l
 
 
 class JackServer:
-    """A private ``jackd -d dummy`` (or none when ``name`` is an already running server)."""
+    """A private ``jackd -d dummy`` (or none when ``name`` is an already running server).
 
-    def __init__(self, rate: int, period: int, name: str = "melodyrt-bench", start: bool = True) -> None:
+    jackd's stderr goes to ``log`` (default: a temporary file, read into :attr:`log_text` on
+    :meth:`close`): it names the client to blame for every xrun (:func:`jackd_xruns`).
+    """
+
+    def __init__(self, rate: int, period: int, name: str = "melodyrt-bench", start: bool = True,
+                 log: Path | None = None) -> None:
+        # A private server's name carries our pid: two runs on one machine (a bench beside
+        # the tests) must never share, or stop, each other's server.
+        name = f"{name}-{os.getpid()}" if start else name
         self.name, self.proc = name, None
+        self.log_text = ""
         self._old = os.environ.get("JACK_DEFAULT_SERVER")
+        self._log_path: Path | None = None
+        self._own_log = log is None
         if start:
             jackd = shutil.which("jackd")
             if jackd is None or shutil.which("jack_wait") is None:
                 raise Unavailable("jackd not installed (apt-get install --no-install-recommends jackd2 libportaudio2)")
+            if log is None:
+                fd, tmp = tempfile.mkstemp(prefix="jackd-", suffix=".log")
+                os.close(fd)
+                log = Path(tmp)
+            self._log_path = log
             env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
-            self.proc = subprocess.Popen([jackd, "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            with open(log, "wb") as err:  # jackd writes unbuffered; never a pipe nobody drains
+                self.proc = subprocess.Popen([jackd, "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
+                                             stdout=subprocess.DEVNULL, stderr=err, env=env)
         os.environ["JACK_DEFAULT_SERVER"] = name
         ok = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True)
         if ok.returncode != 0 or (self.proc is not None and self.proc.poll() is not None):
             self.close()
-            raise Unavailable(f"JACK server {name!r} did not start")
+            raise Unavailable(f"JACK server {name!r} did not start{': ' + self.log_text.strip()[-300:] if self.log_text else ''}")
+
+    def read_log(self) -> str:
+        """jackd's stderr so far ("" for a server we did not start)."""
+        if self._log_path is None:
+            return self.log_text
+        try:
+            return self._log_path.read_text(errors="replace")
+        except OSError:
+            return self.log_text
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from .jack_probe import stop_process
+
+        if self.proc is not None:
+            stop_process(self.proc)
+        if self._log_path is not None:
+            self.log_text = self.read_log()
+            if self._own_log:
+                self._log_path.unlink(missing_ok=True)
+            self._log_path = None
         if self._old is None:
             os.environ.pop("JACK_DEFAULT_SERVER", None)
         else:
             os.environ["JACK_DEFAULT_SERVER"] = self._old
 
 
-class Probe:
-    """JACK client: plays the signal once on request, stamps incoming MIDI with JACK frames.
+_XRUN_LINE = re.compile(r"JackEngine::XRun: client = (.+?) was not finished")
 
-    Every cycle in which it plays, the probe logs the JACK frame at which that cycle's first
-    sample leaves and the signal position written there (:meth:`timeline`). A cycle the
-    server runs without the probe (the probe late: an xrun) plays nothing, so the rest of the
-    signal leaves one period later than ``start_frame + position`` would say; the acoustic
-    events are placed on the logged timeline instead, which stays exact across xruns.
+
+def jackd_xruns(log: str) -> dict[str, Any]:
+    """The xruns jackd reported on stderr and the clients it blamed.
+
+    Returns
+    -------
+    dict
+        ``xruns``: "client ... was not finished" lines; ``blamed``: ``{client: count}``;
+        ``process_errors``: the driver's "Process error" lines.
     """
-
-    def __init__(self, jack: Any, signal: np.ndarray, name: str = "mrt-probe") -> None:
-        self.signal = signal
-        self.pos = 0
-        self.start_frame: int | None = None
-        # One row per played cycle, preallocated (the process callback must not allocate);
-        # 16 frames is below any JACK period this bench is run with.
-        cap = signal.shape[0] // 16 + 16
-        self._cycle_frame = np.zeros(cap, np.int64)
-        self._cycle_pos = np.zeros(cap, np.int64)
-        self._cycles = 0
-        self.play = threading.Event()
-        self.midi: list[tuple[int, bytes]] = []
-        self.xruns = 0
-        self.client = jack.Client(name, no_start_server=True)
-        self.out = self.client.outports.register("out")
-        self.midi_in = self.client.midi_inports.register("midi_in")
-        self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
-        self.client.activate()
-
-    def _xrun(self, delay: float) -> None:
-        self.xruns += 1
-
-    def _process(self, frames: int) -> None:
-        buf = self.out.get_array()
-        base = self.client.last_frame_time
-        for offset, data in self.midi_in.incoming_midi_events():
-            self.midi.append((base + offset, bytes(data)))
-        if not self.play.is_set() or self.pos >= self.signal.shape[0]:
-            buf[:] = 0.0
-            return
-        if self.start_frame is None:
-            self.start_frame = base
-        if self._cycles < self._cycle_frame.shape[0]:
-            self._cycle_frame[self._cycles] = base
-            self._cycle_pos[self._cycles] = self.pos
-            self._cycles += 1
-        n = min(frames, self.signal.shape[0] - self.pos)
-        buf[:n] = self.signal[self.pos : self.pos + n]
-        buf[n:] = 0.0
-        self.pos += n
-
-    @property
-    def done(self) -> bool:
-        return self.pos >= self.signal.shape[0]
-
-    def timeline(self) -> "Timeline":
-        """Where each played sample left the probe, on the JACK frame clock."""
-        n = self._cycles
-        return Timeline(self._cycle_frame[:n].copy(), self._cycle_pos[:n].copy())
-
-    def connect_to_capture(self) -> str:
-        ports = [p for p in self.client.get_ports(is_audio=True, is_input=True)
-                 if not p.name.startswith(("system:", self.client.name + ":"))]
-        if len(ports) != 1:
-            raise MelodyRTError(f"expected one capture port of the tracker's stream, found {[p.name for p in ports]}")
-        target = ports[0]
-        for other in self.client.get_all_connections(target):
-            self.client.disconnect(other, target)
-        self.client.connect(self.out, target)
-        return target.name
-
-    def close(self) -> None:
-        self.client.deactivate()
-        self.client.close()
+    blamed: dict[str, int] = {}
+    for m in _XRUN_LINE.finditer(log):
+        blamed[m.group(1)] = blamed.get(m.group(1), 0) + 1
+    return {"xruns": sum(blamed.values()), "blamed": blamed, "process_errors": log.count("Process error")}
 
 
 @dataclass(frozen=True)
 class Timeline:
     """The JACK frame of each played signal sample, from the probe's per-cycle log.
+
+    Every cycle in which it plays, the probe logs the JACK frame at which that cycle's first
+    sample leaves and the signal position written there. A cycle the server runs without the
+    probe (the probe late: an xrun) plays nothing, so the rest of the signal leaves one period
+    later than ``start_frame + position`` would say; events placed on this timeline stay
+    exact across xruns.
 
     Attributes
     ----------
@@ -216,37 +196,6 @@ class Timeline:
         if self.frames.size < 2:
             return 0
         return int((self.frames[-1] - self.frames[0]) - (self.positions[-1] - self.positions[0]))
-
-
-class OscListener:
-    """UDP receiver on 127.0.0.1 stamping each datagram with the probe's JACK frame time."""
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.got: list[tuple[int, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="osc-listener")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.got.append((self.probe.client.frame_time, data))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 def _osc_messages(data: bytes) -> list[tuple[str, list[Any]]]:
@@ -314,6 +263,17 @@ def analyse(phrases: list[Phrase], timeline: Timeline | int, midi: list[tuple[in
             continue
     osc_ev.sort(key=lambda e: e[0])
     first = timeline.frame_of(phrases[0].onset) if phrases else 0
+    midi_frames = [e[0] for e in sounding]
+    osc_frames = [e[0] for e in osc_ev]
+
+    def earliest(frames: list[int], items: list[Any], lo: int, hi: int, ok: Any) -> int | None:
+        """Frame of the first item in [lo, hi) that is ``ok`` (items sorted by frame)."""
+        j = bisect_left(frames, lo)
+        while j < len(items) and frames[j] < hi:
+            if ok(items[j]):
+                return frames[j]
+            j += 1
+        return None
 
     def answer(kind: str, event: int, t: int | None) -> None:
         if t is not None:
@@ -323,12 +283,13 @@ def analyse(phrases: list[Phrase], timeline: Timeline | int, midi: list[tuple[in
     for i, ph in enumerate(phrases):
         onset, step = timeline.frame_of(ph.onset), timeline.frame_of(ph.step)
         limit = timeline.frame_of(phrases[i + 1].onset if i + 1 < len(phrases) else ph.end + int(0.5 * rate))
-        answer("midi_note_on", onset, next((f for f, _, on in sounding if on and onset <= f < limit), None))
-        answer("midi_pitch_change", step, next(
-            (f for f, p, _ in sounding if step <= f < limit and p is not None and _cents(p, ph.second) <= CENTS_OK), None))
-        answer("osc_note_on", onset, next((f for f, k, _ in osc_ev if k == "on" and onset <= f < limit), None))
-        answer("osc_pitch_change", step, next(
-            (f for f, k, p in osc_ev if k == "f0" and step <= f < limit and _cents(p, ph.second) <= CENTS_OK), None))
+        new = ph.second
+        answer("midi_note_on", onset, earliest(midi_frames, sounding, onset, limit, lambda e: e[2]))
+        answer("midi_pitch_change", step, earliest(
+            midi_frames, sounding, step, limit, lambda e: e[1] is not None and _cents(e[1], new) <= CENTS_OK))
+        answer("osc_note_on", onset, earliest(osc_frames, osc_ev, onset, limit, lambda e: e[1] == "on"))
+        answer("osc_pitch_change", step, earliest(
+            osc_frames, osc_ev, step, limit, lambda e: e[1] == "f0" and _cents(e[2], new) <= CENTS_OK))
     out: dict[str, Any] = {}
     for k, v in lat.items():
         arr = np.asarray(v)
@@ -368,21 +329,23 @@ def drift(times_s: np.ndarray, latencies_ms: np.ndarray) -> dict[str, float]:
             "slope_ms_per_min": slope}
 
 
-def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, period: int = 128, blocksize: int = 128,
-        server: str | None = None, quick: bool = False, plots: bool = True) -> dict[str, Any]:
-    """Run the e2e measurement; raises :class:`Unavailable` with the reason when it cannot run here."""
+@contextlib.contextmanager
+def jack_rig(rate: int, period: int, server: str | None = None, name: str = "melodyrt-bench",
+             log: Path | None = None) -> Iterator[JackServer]:
+    """A JACK server (private dummy one, ``NAME-PID``, unless ``server`` names a running one)
+    with PortAudio initialised on it; PortAudio is terminated before the server stops and
+    initialised again afterwards.
+
+    Raises
+    ------
+    Unavailable
+        No jackd, JACK-Client or PortAudio.
+    """
     try:
-        import jack
+        import jack  # noqa: F401  (the probe process needs it)
     except ImportError:
         raise Unavailable("JACK-Client not installed (pip install JACK-Client)") from None
-    from melodyrt.rt.bundle import ModelBundle, load_bundle
-
-    bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_phrases = max(1, events)  # each phrase: one note onset and one pitch step
-    signal, phrases = make_signal(n_phrases, rate)
-    machine = machine_info()
-    js = JackServer(rate, period, name=server or "melodyrt-bench", start=server is None)
+    js = JackServer(rate, period, name=server or name, start=server is None, log=log)
     try:
         try:
             import sounddevice as sd
@@ -391,7 +354,7 @@ def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, per
         sd._terminate()
         sd._initialize()
         try:
-            result = _measure(jack, bundle, signal, phrases, rate, blocksize, out_dir)
+            yield js
         finally:
             sd._terminate()  # before jackd goes away, or PortAudio aborts the process
     finally:
@@ -402,6 +365,36 @@ def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, per
             sd._initialize()
         except OSError:
             pass
+
+
+def probe_capacity(seconds: float) -> dict[str, int]:
+    """Record sizes for a probe listening ``seconds`` [s] to the sinks: MIDI events (at most
+    a bend and a note change per 10 ms frame), OSC bundles (one per frame, < 400 bytes)."""
+    frames = int(seconds * 100) + 2000
+    return {"max_midi": 3 * frames, "max_osc": frames, "max_osc_bytes": 400 * frames}
+
+
+def sink_port(probe: Any, client: str) -> str:
+    """The MIDI output port of the sink opened as JACK client ``client``."""
+    src = [p for p in probe.ports("midi", "out") if p.startswith(client + ":")]
+    if len(src) != 1:
+        raise MelodyRTError(f"expected the MIDI sink's port, found {src}")
+    return src[0]
+
+
+def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, period: int = 128, blocksize: int = 128,
+        server: str | None = None, quick: bool = False, plots: bool = True) -> dict[str, Any]:
+    """Run the e2e measurement; raises :class:`Unavailable` with the reason when it cannot run here."""
+    from melodyrt.rt.bundle import ModelBundle, load_bundle
+
+    bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_phrases = max(1, events)  # each phrase: one note onset and one pitch step
+    signal, phrases = make_signal(n_phrases, rate)
+    machine = machine_info()
+    with jack_rig(rate, period, server) as js:
+        result = _measure(bundle, signal, phrases, rate, blocksize)
+    result["jackd"] = jackd_xruns(js.log_text) if server is None else {"note": f"server {server!r}: its log is not ours"}
     result.update({
         "benchmark": "e2e", "quick": quick, "machine": machine,
         "settings": {"rate": rate, "jack_period": period, "blocksize": blocksize, "phrases": n_phrases,
@@ -417,66 +410,95 @@ def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, per
     return result
 
 
-def _measure(jack: Any, bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blocksize: int,
-             out_dir: Path) -> dict[str, Any]:
+@dataclass
+class LivePath:
+    """The tracker's live path on JACK with the probe wired to it (see :func:`live_path`)."""
+
+    probe: Any  # ProbeProcess
+    source: Any  # AudioSource
+    tracker: Any
+    midi: Any  # MidiSink
+    osc: Any  # OscSink
+    device: dict[str, Any]
+    capture: str
+
+
+@contextlib.contextmanager
+def live_path(bundle: Any, signal: np.ndarray, rate: int, blocksize: int, listen_s: float, *,
+              sinks: tuple[Any, ...] = (), wrap_midi: Any = None, **probe_options: Any) -> Iterator[LivePath]:
+    """Start the probe (out of process, OSC listener on), the MIDI sink on JACK MIDI wired to
+    the probe, the OSC sink to the probe, and the tracker's stream with the probe playing
+    into its capture port (not yet playing: call ``probe.play()``).
+
+    Parameters
+    ----------
+    listen_s : float [s]
+        How long the probe must be able to record MIDI and OSC (sizes its records).
+    sinks : tuple
+        Further sinks after the MIDI and OSC ones.
+    wrap_midi : callable, optional
+        ``MidiSink -> Sink`` in front of the MIDI sink.
+    **probe_options
+        :class:`~melodyrt.bench.jack_probe.ProbeProcess` options (``loop``, ``seconds``).
+
+    On exit the stream is stopped (closing every sink) and the probe stopped if it still runs.
+    """
     from melodyrt.rt.midi_out import MidiSink
     from melodyrt.rt.osc_out import OscSink
     from melodyrt.rt.source import AudioSource, SourceConfig, resolve_input
     from melodyrt.rt.tracker import Tracker
 
-    # python-rtmidi holds the GIL while it opens its JACK client, and the probe's process
-    # callback needs the GIL to finish a cycle: open the MIDI port before the probe is active
-    # and deactivate the probe before the sink closes its port, or the two wait for each other.
+    from .jack_probe import ProbeProcess
+
     midi = MidiSink(virtual=True, api="jack", client_name="melodyrt", virtual_port_name="out")
-    probe = Probe(jack, signal)
-    listener = OscListener(probe)
-    active = True
-    try:
-        src = [p for p in probe.client.get_ports(is_midi=True, is_output=True) if p.name.startswith("melodyrt:")]
-        if len(src) != 1:
-            raise MelodyRTError(f"expected the MIDI sink's port, found {[p.name for p in src]}")
-        probe.client.connect(src[0], probe.midi_in)
-        cfg = SourceConfig(device="system", rate=rate, blocksize=blocksize)
-        device, dev_rate = resolve_input(cfg)
-        tracker = Tracker(dev_rate, bundle, backend="ort")
-        osc = OscSink("127.0.0.1", listener.port)
-        source = AudioSource(tracker, [midi, osc], cfg, device)
-        source.start()
+    source = None
+    with tempfile.TemporaryDirectory(prefix="mrt-live-") as work, \
+            ProbeProcess(signal, work, name="mrt-probe", osc=True, **probe_capacity(listen_s), **probe_options) as probe:
         try:
-            capture = probe.connect_to_capture()
-            time.sleep(0.3)
-            probe.play.set()
-            deadline = time.monotonic() + signal.shape[0] / rate + 10.0
-            while not probe.done and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)
+            probe.connect(sink_port(probe, "melodyrt"), "midi_in")
+            cfg = SourceConfig(device="system", rate=rate, blocksize=blocksize)
+            device, dev_rate = resolve_input(cfg)
+            tracker = Tracker(dev_rate, bundle, backend="ort")
+            assert probe.osc_port is not None
+            osc = OscSink("127.0.0.1", probe.osc_port)
+            source = AudioSource(tracker, [midi if wrap_midi is None else wrap_midi(midi), osc, *sinks], cfg, device)
+            source.start()
+            yield LivePath(probe, source, tracker, midi, osc, device, probe.capture())
         finally:
-            probe.client.deactivate()
-            active = False
-            stats = source.stop()  # closes the sinks
-        latency = tracker.latency(blocksize, source.buffering_samples)
-        if probe.start_frame is None:
-            raise MelodyRTError("the probe never started playing")
-        timeline = probe.timeline()
-        res = analyse(phrases, timeline, list(probe.midi), list(listener.got), rate)
-        return {
-            "latency": res,
-            "algorithmic": latency.as_dict(),
-            "capture_port": capture,
-            "device": device["name"],
-            "xruns": {"probe": probe.xruns, "source": stats.xruns},
-            # How far the probe's playback fell behind a gapless one (cycles it missed).
-            "probe_slipped_frames": timeline.slipped_frames,
-            "source": stats.line(),
-            "midi_messages": len(probe.midi),
-            "osc_datagrams": len(listener.got),
-        }
-    finally:
-        listener.close()
-        if active:
-            probe.client.deactivate()
-        probe.client.close()
-        midi.close()
+            if source is not None:
+                source.stop()
+            midi.close()
+
+
+def _measure(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blocksize: int) -> dict[str, Any]:
+    seconds = signal.shape[0] / rate
+    with live_path(bundle, signal, rate, blocksize, seconds + 30) as lp:
+        try:
+            time.sleep(0.3)
+            lp.probe.play()
+            lp.probe.wait_done(seconds + 10.0)
+            time.sleep(0.5)
+            got = lp.probe.finish()  # stops listening before the sink closes (its close messages are not timed)
+        finally:
+            stats = lp.source.stop()  # closes the sinks
+    latency = lp.tracker.latency(blocksize, lp.source.buffering_samples)
+    if got.start_frame is None:
+        raise MelodyRTError("the probe never started playing")
+    timeline = Timeline(got.cycle_frame, got.cycle_pos)
+    res = analyse(phrases, timeline, got.midi, got.osc, rate)
+    return {
+        "latency": res,
+        "algorithmic": latency.as_dict(),
+        "capture_port": lp.capture,
+        "device": lp.device["name"],
+        "xruns": {"probe": got.xruns, "source": stats.xruns},
+        # How far the probe's playback fell behind a gapless one (cycles it missed).
+        "probe_slipped_frames": timeline.slipped_frames,
+        "probe_lost": {"midi": got.midi_lost, "osc": got.osc_lost, "cycles_unlogged": got.cycles_unlogged},
+        "source": stats.line(),
+        "midi_messages": len(got.midi),
+        "osc_datagrams": len(got.osc),
+    }
 
 
 def _is_untrained(bundle: Any) -> bool:
@@ -514,13 +536,22 @@ def write_plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     return [save_figure(fig, out_dir, "e2e_hist.png")]
 
 
+def blame_text(jackd: dict[str, Any]) -> str:
+    """``jackd: 2 (mrt-probe 1, PortAudio 1)`` from :func:`jackd_xruns` output."""
+    if "xruns" not in jackd:
+        return "jackd: not captured"
+    who = ", ".join(f"{k} {v}" for k, v in sorted(jackd["blamed"].items()))
+    return f"jackd: {jackd['xruns']}" + (f" ({who})" if who else "")
+
+
 def markdown(result: dict[str, Any]) -> str:
     s, m = result["settings"], result["machine"]
     lines = [f"# melodyrt bench e2e{' (quick mode: checks the machinery, not the latency)' if result['quick'] else ''}", "",
              machine_line(m),
              f"JACK dummy driver at {s['rate']} Hz, period {s['jack_period']}, stream blocksize {s['blocksize']}; "
              f"{s['phrases']} phrases (rest {s['rest_s']} s, note {s['note_s']} s, step to another note {s['note_s']} s); "
-             f"model {result['model']['name']}; xruns: probe {result['xruns']['probe']}, source {result['xruns']['source']}.", "",
+             f"model {result['model']['name']}; xruns: probe {result['xruns']['probe']}, source {result['xruns']['source']}, "
+             f"{blame_text(result.get('jackd', {}))}.", "",
              f"| event | answered / played | p50 ms | p99 ms | max ms | first {DRIFT_EVENTS} p50 ms | last {DRIFT_EVENTS} p50 ms "
              "| slope ms/min |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for k, v in result["latency"].items():

@@ -1,4 +1,5 @@
-"""`melodyrt bench e2e --quick` on a private JACK dummy server: the machinery and report fields.
+"""`melodyrt bench e2e --quick` on a private JACK dummy server: the machinery and report fields;
+the out-of-process JACK probe (bench/jack_probe.py) it and the live tests play through.
 
 Never asserts latencies (an untrained model; a loaded machine). Skips with the reason when
 jackd, JACK-Client or PortAudio is missing.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -36,6 +38,9 @@ def test_e2e_quick_through_jack(untrained_bundle, tmp_path, capsys):
     assert r["osc_datagrams"] > 100, "one OSC bundle per 10 ms frame"
     assert r["midi_messages"] > 0 and r["algorithmic"]["cfp_window"]["ms"] > 0
     assert r["probe_slipped_frames"] >= 0 and "slope ms/min" in (out / "e2e_bench.md").read_text()
+    # the probe (out of process) kept everything; jackd's log was read for the clients it blamed
+    assert r["probe_lost"] == {"midi": 0, "osc": 0, "cycles_unlogged": 0}
+    assert set(r["jackd"]) == {"xruns", "blamed", "process_errors"} and "jackd: " in (out / "e2e_bench.md").read_text()
     assert (out / "e2e_hist.png").is_file() and "JACK dummy driver" in (out / "e2e_bench.md").read_text()
 
 
@@ -101,3 +106,99 @@ def test_drift_reports_first_last_and_slope():
     assert d["first_p50_ms"] == pytest.approx(20.0 + 0.05 * 9.5)
     assert d["last_p50_ms"] == pytest.approx(20.0 + 0.05 * 49.5)
     assert drift(np.zeros(2), np.array([5.0, 7.0]))["slope_ms_per_min"] == 0.0
+
+
+def test_jackd_xruns_names_the_blamed_clients():
+    from melodyrt.bench.e2e_bench import blame_text, jackd_xruns
+
+    log = ("JackEngine::XRun: client = mrt-probe was not finished, state = Running\n"
+           "JackAudioDriver::ProcessGraphAsyncMaster: Process error\n"
+           "JackTimedDriver::Process XRun = 25 usec\n"
+           "JackEngine::XRun: client = PortAudio was not finished, state = Triggered\n"
+           "JackAudioDriver::ProcessGraphAsyncMaster: Process error\n"
+           "JackEngine::XRun: client = mrt-probe was not finished, state = Triggered\n")
+    x = jackd_xruns(log)
+    assert x == {"xruns": 3, "blamed": {"mrt-probe": 2, "PortAudio": 1}, "process_errors": 2}
+    assert blame_text(x) == "jackd: 3 (PortAudio 1, mrt-probe 2)"
+    assert jackd_xruns("") == {"xruns": 0, "blamed": {}, "process_errors": 0}
+
+
+@pytest.fixture
+def private_jack():
+    """A private JACK dummy server (256-frame periods) for the probe's own tests."""
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd not installed (apt-get install --no-install-recommends jackd2 libportaudio2)")
+    pytest.importorskip("jack", reason="JACK-Client not installed")
+    from melodyrt.bench.e2e_bench import JackServer, Unavailable
+
+    try:
+        js = JackServer(48000, 256, name="melodyrt-probe-test")  # the name gets our pid
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    yield js
+    js.close()
+
+
+@pytest.mark.jack
+def test_probe_process_records_midi_osc_and_its_timeline_exactly(private_jack, tmp_path):
+    """The out-of-process probe: every MIDI event and OSC datagram in order, byte for byte,
+    with non-decreasing JACK stamps; a per-cycle timeline covering the whole signal."""
+    import socket
+
+    import rtmidi
+
+    from melodyrt.bench.e2e_bench import Timeline
+    from melodyrt.bench.jack_probe import ProbeProcess
+
+    signal = np.arange(48000, dtype=np.float32) / 48000  # 1 s
+    sent_midi = [[0x90 | (i % 16), 40 + i % 50, 1 + i % 120] for i in range(300)]
+    sent_osc = [b"/x\x00\x00,i\x00\x00" + i.to_bytes(4, "big") for i in range(300)]
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="mrt-src")  # its JACK thread is C++: no GIL
+    out.open_virtual_port("o")
+    with ProbeProcess(signal, tmp_path, name="mrt-probe-t", osc=True) as probe:
+        assert probe.period == 256 and probe.osc_port
+        assert probe.ports("midi", "out", "mrt-src") == ["mrt-src:o"]
+        probe.connect("mrt-src:o", "midi_in")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.play()
+        for m, d in zip(sent_midi, sent_osc):
+            out.send_message(m)
+            sock.sendto(d, ("127.0.0.1", probe.osc_port))
+            time.sleep(0.002)  # a real rate: < 150 messages per period, no UDP burst
+        assert probe.wait_done(30.0)
+        time.sleep(0.1)
+        got = probe.finish()
+        sock.close()
+    out.close_port()
+    del out
+    assert [list(d) for _, d in got.midi] == sent_midi and got.midi_lost == 0
+    assert [d for _, d in got.osc] == sent_osc and got.osc_lost == 0
+    for events in (got.midi, got.osc):
+        stamps = np.array([f for f, _ in events])
+        assert np.all(np.diff(stamps) >= 0) and stamps[0] >= got.start_frame - 256 and stamps[-1] <= got.end_frame
+    assert got.played == signal.shape[0] and got.cycles_unlogged == 0
+    pos = got.cycle_pos
+    assert pos[0] == 0 and np.all(np.diff(pos) == 256) and pos[-1] + 256 >= signal.shape[0]
+    assert np.all(np.diff(got.cycle_frame) >= 256)  # a late cycle shows as a larger step, never a smaller one
+    tl = Timeline(got.cycle_frame, got.cycle_pos)
+    assert tl.frame_of(0) == got.start_frame
+    assert tl.slipped_frames == int(got.cycle_frame[-1] - got.cycle_frame[0]) - int(pos[-1])
+    assert got.timing["callbacks"] > pos.shape[0]
+
+
+@pytest.mark.jack
+def test_probe_process_exits_when_its_parent_goes_away(private_jack, tmp_path):
+    """stdin closed (the parent died): the probe exits by itself and still writes its record."""
+    from melodyrt.bench.jack_probe import ProbeProcess, ProbeResult
+
+    probe = ProbeProcess(np.zeros(4800, np.float32), tmp_path, name="mrt-probe-orphan", loop=True)
+    try:
+        probe.play()
+        while probe.status()["pos"] == 0:
+            time.sleep(0.01)
+        probe.proc.stdin.close()
+        assert probe.proc.wait(timeout=20) == 0
+    finally:
+        probe.close()
+    got = ProbeResult.load(probe.out_path)
+    assert got.played > 0 and got.start_frame is not None
