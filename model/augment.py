@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 import functools
 import math
 import multiprocessing
@@ -646,3 +647,138 @@ _WORKER_SAMPLER: AudioSegmentSampler | None = None
 def _worker_arrays(seed: int) -> tuple[NDArray, NDArray, NDArray]:
     assert _WORKER_SAMPLER is not None, "augment worker started without a sampler"
     return _WORKER_SAMPLER.arrays(seed)
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def measure_throughput(cfg: TrainConfig, tracks: list[Track], batches: int = 8, train_steps: int = 0,
+                       seed: int = 0) -> dict[str, float]:
+    """Time the sampler (and optionally the training step it feeds) on this machine.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        With ``augment`` as it should be measured (``enabled`` is implied).
+    tracks : list of Track
+        Training tracks to load.
+    batches : int
+        Batches rendered in this process (one core) to time rendering and CFP apart.
+    train_steps : int
+        If > 0, also time that many SD-MS steps of ``cfg.model`` (``cfg.threads`` torch
+        threads), twice each in interleaved rounds: on pre-rendered batches (the step
+        alone), with the sampler inline, and with ``max(1, augment.workers)`` background
+        workers.
+
+    Returns
+    -------
+    dict
+        ``load_s``; ``render_ms`` and ``cfp_ms`` per segment; ``frames_per_s`` (segment
+        frames, warm-up included) and ``supervised_frames_per_s``; ``cfp_share``; with
+        ``train_steps``: ``step_s``, ``step_inline_s``, ``step_background_s``.
+    """
+    import time
+
+    cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, enabled=True, workers=0))
+    t0 = time.perf_counter()
+    sampler = AudioSegmentSampler(tracks, cfg, FeatureStats.identity(), 0)
+    out: dict[str, float] = {"load_s": time.perf_counter() - t0, "clips": float(len(sampler.clips))}
+    rng = np.random.default_rng(seed)
+    render = cfp = 0.0
+    n = batches * cfg.batch_size
+    for _ in range(n):
+        t0 = time.perf_counter()
+        seg = sampler.render(rng)
+        t1 = time.perf_counter()
+        sampler.features(seg.audio)
+        render += t1 - t0
+        cfp += time.perf_counter() - t1
+    per_seg = (render + cfp) / n
+    out.update(render_ms=1e3 * render / n, cfp_ms=1e3 * cfp / n, cfp_share=cfp / (render + cfp),
+               frames_per_s=cfg.segment_frames / per_seg,
+               supervised_frames_per_s=(cfg.segment_frames - cfg.warmup_frames) / per_seg)
+    if train_steps > 0:
+        out.update(_time_train_steps(cfg, sampler, train_steps, seed))
+    sampler.close()
+    return out
+
+
+def _time_train_steps(cfg: TrainConfig, sampler: AudioSegmentSampler, steps: int, seed: int) -> dict[str, float]:
+    import time
+
+    import torch
+
+    from .config import load_model_config
+    from .network import build_model
+    from .sdms import sdms_loss
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(seed)
+    model = build_model(load_model_config(cfg.model))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(x: Any, y: Any, mask: Any) -> None:
+        if cfg.channels_last:
+            x = x.to(memory_format=torch.channels_last)
+        loss, _ = sdms_loss(model(x), y, mask, cfg.loss_weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rng = np.random.default_rng(seed)
+    ready = [sampler.batch(rng) for _ in range(steps)]
+    for b in ready[:2]:  # allocations, oneDNN kernel choice
+        step(*b)
+    times: dict[str, list[float]] = {"step_s": [], "step_inline_s": [], "step_background_s": []}
+    workers = {"step_inline_s": 0, "step_background_s": max(1, sampler.acfg.workers)}
+    # Interleaved rounds (the machine is shared: its speed drifts): the step on pre-rendered
+    # batches, then with the sampler inline, then with background workers.
+    for _ in range(2):
+        for name in times:
+            if name == "step_s":
+                t0 = time.perf_counter()
+                for b in ready:
+                    step(*b)
+            else:
+                sampler.acfg = dataclasses.replace(sampler.acfg, workers=workers[name])
+                step(*sampler.batch(rng))  # starts the workers and fills the prefetch queue
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    step(*sampler.batch(rng))
+                sampler.close()
+            times[name].append((time.perf_counter() - t0) / steps)
+    return {k: float(np.mean(v)) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m melodyrt.model.augment --data DIR``: the sampler's throughput here."""
+    import argparse
+    import json
+
+    from .datasets import discover, split_by_singer
+    from .train_config import load_train_config
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--config", default="rt2_aug", help="training config name or YAML path")
+    ap.add_argument("--data", required=True, help="MIR-1K folder")
+    ap.add_argument("--batches", type=int, default=8, help="batches rendered on one core")
+    ap.add_argument("--train-steps", type=int, default=0, help="also time this many training steps")
+    ap.add_argument("--threads", type=int, help="torch threads for the training steps (default: the config's)")
+    ap.add_argument("--max-tracks", type=int, help="load only N training tracks")
+    args = ap.parse_args(argv)
+    cfg = load_train_config(args.config)
+    if args.threads:
+        cfg = cfg.replace(threads=args.threads)
+    _, tracks = discover(args.data)
+    train_t, _ = split_by_singer(tracks, cfg.val_singers)
+    res = measure_throughput(cfg, train_t[: args.max_tracks] if args.max_tracks else train_t, args.batches,
+                             args.train_steps)
+    print(json.dumps({k: round(v, 4) for k, v in res.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -95,15 +95,16 @@ def test_pitch_shift_resamples_frequency_and_duration():
     assert np.fft.rfftfreq(12000, 1 / SR)[spec.argmax()] == pytest.approx(300.0 * p / q, abs=1.0)
 
 
-def test_unshifted_voice_alone_is_the_streaming_cfp_of_the_clip_with_its_cache_labels(tmp_path):
+@pytest.mark.parametrize("window", ["asymmetric", "multires", "symmetric"])
+def test_unshifted_voice_alone_is_the_streaming_cfp_of_the_clip_with_its_cache_labels(tmp_path, window):
     """Without shift and effects a segment is a window of the clip: its frames equal the whole
     clip's streaming CFP (the history before the segment is real audio) and its labels equal
-    FeatureCache.labels of the clip, lookahead included."""
-    cfp = CfpConfig(window="asymmetric")
+    FeatureCache.labels of the clip, lookahead included, whatever the front end's window."""
+    cfp = CfpConfig(window=window)
     clip = sung_clip("syn", 2)
     for lookahead in (0, 3):
-        cfg = make_cfg(voice_only_prob=1.0, own_accomp_prob=0.0, pitch_shift_prob=0.0, peak_prob=1.0,
-                       peak_dbfs=(-6.0, -6.0), **DRY)
+        cfg = dataclasses.replace(make_cfg(voice_only_prob=1.0, own_accomp_prob=0.0, pitch_shift_prob=0.0,
+                                           peak_prob=1.0, peak_dbfs=(-6.0, -6.0), **DRY), cfp=cfp)
         s = A.AudioSegmentSampler([], cfg, FeatureStats.identity(), lookahead, clips=[clip])
         k0 = 150  # first frame of the segment in the clip's stream
         seg = s.render(np.random.default_rng(0), start=k0 * cfp.hop)
