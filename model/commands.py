@@ -53,17 +53,31 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) from melodyrt train")
     p.add_argument("--data", required=True, help="data folder (MIR-1K, ADC2004/MIREX05 or MedleyDB layout)")
     p.add_argument("--variant", default=None, help="MIR-1K variant: mix0 (0 dB), voice, mixr; default mix0")
-    p.add_argument("--singers", nargs="*", help="only these singers (MIR-1K ids)")
+    p.add_argument("--singers", nargs="*", help="only these singers (MIR-1K ids); with --set synth-over-real: "
+                   "whose accompaniment to use (default Kenshin annar, the validation singers)")
+    p.add_argument("--set", default="data", choices=["data", "synth-over-real"],
+                   help="data: the tracks of --data as they are (default); synth-over-real: synthetic sung "
+                   "melodies over the real accompaniment of --data's validation clips, exact f0 labels "
+                   "(rendered once into --set-dir)")
+    p.add_argument("--set-dir", default=".cache/synth_over_real",
+                   help="where the synth-over-real set is rendered (outside the repository)")
+    p.add_argument("--snr", nargs="+", type=float, metavar="DB",
+                   help="synth-over-real: voice-to-accompaniment ratios [dB]; inf = voice alone (default 0 5 inf)")
+    p.add_argument("--set-seed", type=int, help="synth-over-real: seed of the melodies (default: the set's)")
     p.add_argument("--cache", default=".cache/features")
     p.add_argument("--json", help="write pooled and per-track scores here")
     p.set_defaults(func=_eval)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint, evaluate_synth_over_real
 
-    report = evaluate_checkpoint(args.checkpoint, args.data, variant=args.variant, singers=args.singers,
-                                 cache_dir=args.cache)
+    if args.set == "synth-over-real":
+        report = evaluate_synth_over_real(args.checkpoint, args.data, args.set_dir, singers=args.singers,
+                                          snrs=args.snr, seed=args.set_seed, cache_dir=args.cache)
+    else:
+        report = evaluate_checkpoint(args.checkpoint, args.data, variant=args.variant, singers=args.singers,
+                                     cache_dir=args.cache)
     print(report["table"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
