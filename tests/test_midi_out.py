@@ -289,7 +289,13 @@ def jack_server():
 
 
 class Receiver:
-    """A JACK MIDI input port that records (arrival time, bytes)."""
+    """A JACK MIDI input port that records what arrives, in order.
+
+    RtMidi's JACK process callback (C++, no GIL) queues every event; a normal thread polls
+    the queue with ``get_message()``. A ``set_callback`` callback would instead run Python,
+    and so need this process's GIL, inside JACK's real-time thread: any GIL hold here (the
+    sink, a garbage collection) made it late and that cycle's events were lost.
+    """
 
     _n = 0
 
@@ -301,13 +307,21 @@ class Receiver:
         self.port = f"{self.client}:in"
         self.got: list[list[int]] = []
         self.lock = threading.Lock()
-        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client)
+        # queue room for every message a test sends (RtMidi drops past the limit)
+        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client, queue_size_limit=8192)
         self.midi_in.open_virtual_port("in")
-        self.midi_in.set_callback(self._on)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name=f"{self.client}-poll", daemon=True)
+        self._thread.start()
 
-    def _on(self, event, data) -> None:
-        with self.lock:
-            self.got.append(list(event[0]))
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            event = self.midi_in.get_message()
+            if event is None:
+                self._stop.wait(0.002)
+                continue
+            with self.lock:
+                self.got.append(list(event[0]))
 
     def connect_from(self, src: str) -> None:
         subprocess.run(["jack_connect", src, self.port], check=True, capture_output=True, timeout=10)
@@ -324,6 +338,8 @@ class Receiver:
             return list(self.got)
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
         self.midi_in.close_port()
         self.midi_in.delete()
 
