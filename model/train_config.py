@@ -130,8 +130,8 @@ class AugmentConfig:
     compress_ratio: tuple[float, float] = (1.5, 8.0)
     compress_threshold_db: tuple[float, float] = (-15.0, 0.0)
     peak_prob: float = 0.5
-    peak_dbfs: tuple[float, float] = (-20.0, -0.3)
-    loudness_dbfs: tuple[float, float] = (-40.0, -12.0)
+    peak_dbfs: tuple[float, float] = (-15.0, -0.1)
+    loudness_dbfs: tuple[float, float] = (-34.0, -10.0)
     limit_prob: float = 0.2
     limit_drive_db: tuple[float, float] = (2.0, 12.0)
     resample_prob: float = 0.3
