@@ -55,6 +55,9 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", default=None, help="MIR-1K variant: mix0 (0 dB), voice, mixr; default mix0")
     p.add_argument("--singers", nargs="*", help="only these singers (MIR-1K ids); with --set synth-over-real: "
                    "whose accompaniment to use (default Kenshin annar, the validation singers)")
+    p.add_argument("--backing", default="all", choices=["all", "foreign", "shared"],
+                   help="with --singers on MIR-1K: only clips whose accompaniment does not (foreign) or does "
+                   "(shared) also occur in another singer's clip (MIR-1K's singers share backing tracks)")
     p.add_argument("--set", default="data", choices=["data", "synth-over-real"],
                    help="data: the tracks of --data as they are (default); synth-over-real: synthetic sung "
                    "melodies over the real accompaniment of --data's validation clips, exact f0 labels "
@@ -77,7 +80,7 @@ def _eval(args: argparse.Namespace) -> int:
                                           snrs=args.snr, seed=args.set_seed, cache_dir=args.cache)
     else:
         report = evaluate_checkpoint(args.checkpoint, args.data, variant=args.variant, singers=args.singers,
-                                     cache_dir=args.cache)
+                                     cache_dir=args.cache, backing=args.backing)
     print(report["table"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -5,6 +5,10 @@ The voices come from :mod:`melodyrt.rt.synth` (harmonics under vowel formants, v
 glides, soft attacks) with melodies, vowels, voice ranges and seeds of their own; the
 accompaniment is the left (karaoke) channel of the MIR-1K clips of the validation singers
 (``Kenshin``, ``annar``: never trained on). The labels are the synthesis' own f0, exact.
+MIR-1K's backing tracks are shared between singers, though: 22 of those 94 clips carry,
+sample for sample, the accompaniment of a training clip (:func:`shared_backing` finds them;
+the manifest marks them), so the evaluation scores the other 72, whose accompaniment
+training never heard, apart from them.
 Each clip's accompaniment carries one melody, rendered at every requested SNR (the same
 melody, so the SNRs compare like with like) and alone (``snr = inf``).
 
@@ -38,7 +42,7 @@ from melodyrt.rt.errors import MelodyRTError
 from .datasets import Track, discover, load_track_audio
 
 #: Bump when the rendering changes: a set on disk with another version is rendered again.
-SET_VERSION = 2
+SET_VERSION = 3
 DEFAULT_SINGERS = ("Kenshin", "annar")
 DEFAULT_SNRS: tuple[float, ...] = (0.0, 5.0, math.inf)
 DEFAULT_SEED = 20261202
@@ -121,6 +125,80 @@ def _rms(x: NDArray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
 
 
+def _chroma(x: NDArray, sr: int) -> NDArray[np.float64]:
+    """Unit-norm, mean-free 12-bin chroma per 50 ms frame (80-2000 Hz), log-compressed."""
+    from scipy import signal as sps
+
+    f, _, z = sps.stft(x, sr, nperseg=1024, noverlap=1024 - sr // 20)
+    p = np.abs(z) ** 2
+    ok = (f > 80) & (f < 2000)
+    c = np.zeros((12, p.shape[1]))
+    np.add.at(c, np.round(12 * np.log2(f[ok] / 440.0)).astype(int) % 12, p[ok])
+    c = np.log1p(c / (c.mean() + 1e-12))
+    c = c - c.mean(axis=0, keepdims=True)
+    return c / (np.linalg.norm(c, axis=0, keepdims=True) + 1e-9)
+
+
+def _waveform_match(a: NDArray, b: NDArray) -> tuple[float, float]:
+    """Normalised correlation of ``a`` and ``b`` at their best lag, and the overlap [samples]."""
+    n = a.shape[0] + b.shape[0] - 1
+    size = 1 << int(math.ceil(math.log2(n)))
+    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    k = int(np.argmax(xc))
+    lag = k if k < size // 2 else k - size
+    aa, bb = (a[lag:], b) if lag >= 0 else (a, b[-lag:])
+    m = min(aa.shape[0], bb.shape[0])
+    aa, bb = aa[:m].astype(np.float64), bb[:m].astype(np.float64)
+    return float(np.dot(aa, bb) / np.sqrt(np.dot(aa, aa) * np.dot(bb, bb) + 1e-12)), float(m)
+
+
+def shared_backing(tracks: list[Track], singers: Sequence[str], sr: int = 8000, min_overlap_s: float = 1.0,
+                   progress: bool = True) -> dict[str, list[str]]:
+    """Clips of ``singers`` whose accompaniment also occurs in another singer's clip.
+
+    MIR-1K's karaoke backing tracks are shared between singers (several sang the same song):
+    a held-out singer's clip may carry, sample for sample, the accompaniment of a training
+    clip. Candidates come from a chroma cross-correlation over all lags (> 0.85 on at least
+    ``min_overlap_s`` of overlap); a pair counts when the waveforms correlate above 0.9 at
+    their best lag over at least ``min_overlap_s``.
+
+    Returns
+    -------
+    dict
+        Clip name -> names of the other singers' clips that share its accompaniment (only
+        clips that share one).
+    """
+    from tqdm import tqdm
+
+    held = [t for t in tracks if t.singer in singers and t.voice_channel is not None]
+    others = [t for t in tracks if t.singer not in singers and t.voice_channel is not None]
+    if not held or not others:
+        return {}
+    acc = [load_track_audio(t, sr)[1] for t in tqdm(held + others, desc="backing check", unit="clip",
+                                                     disable=not progress)]
+    chroma = [_chroma(a, sr) for a in acc]
+    acc_h, acc_o, ch_h, ch_o = acc[: len(held)], acc[len(held) :], chroma[: len(held)], chroma[len(held) :]
+    lens = np.array([c.shape[1] for c in ch_o])
+    size = 1 << int(math.ceil(math.log2(2 * max(c.shape[1] for c in chroma))))
+    spectra = np.stack([np.fft.rfft(c, size, axis=1) for c in ch_o])
+    lags = np.arange(size)
+    lags = np.where(lags < size // 2, lags, lags - size)
+    min_frames = max(1, int(round(min_overlap_s * 20)))  # chroma frames are 50 ms
+    out: dict[str, list[str]] = {}
+    for t, a, c in zip(held, acc_h, ch_h):
+        xc = np.fft.irfft((np.fft.rfft(c, size, axis=1)[None] * np.conj(spectra)).sum(axis=1), size, axis=1)
+        overlap = np.minimum(c.shape[1], lens[:, None] + lags[None]) - np.maximum(0, lags[None])
+        score = np.where(overlap >= min_frames, xc / np.maximum(overlap, 1), -1.0).max(axis=1)
+        hits = []
+        for j in np.flatnonzero(score > 0.85):
+            r, m = _waveform_match(a, acc_o[j])
+            if r > 0.9 and m >= min_overlap_s * sr:
+                hits.append(others[j].name)
+        if hits:
+            out[t.name] = sorted(hits)
+    return out
+
+
 def _params(data: Path, singers: Sequence[str], snrs: Sequence[float], seed: int, names: list[str]) -> dict:
     return {"version": SET_VERSION, "data": str(Path(data).resolve()), "singers": list(singers),
             "snrs": [snr_tag(s) for s in snrs], "seed": int(seed), "clips": names}
@@ -152,8 +230,9 @@ def render_set(data: str | Path, out: str | Path, singers: Sequence[str] = DEFAU
     Returns
     -------
     manifest : dict
-        Parameters, ``hash``, and per track: name, folder, clip, voice type, SNR,
-        duration [s], voiced fraction.
+        Parameters, ``hash``, ``shared_backing`` (:func:`shared_backing` of the clips), and
+        per track: name, folder, clip, voice type, SNR, duration [s], voiced fraction,
+        ``backing_in_training`` (its accompaniment also occurs in a training singer's clip).
 
     Raises
     ------
@@ -176,6 +255,7 @@ def render_set(data: str | Path, out: str | Path, singers: Sequence[str] = DEFAU
             return old
     for s in snrs:
         (out / snr_tag(s)).mkdir(parents=True, exist_ok=True)
+    shared = shared_backing(tracks, singers, progress=progress)
     types = sorted(VOICE_RANGES)
     order = np.random.default_rng(seed).permutation(len(clips))  # every voice type on 1/6 of the clips
     entries = []
@@ -202,8 +282,9 @@ def render_set(data: str | Path, out: str | Path, singers: Sequence[str] = DEFAU
             sf.write(folder / f"{name}.wav", mix.astype(np.float32), 8000, subtype="FLOAT")
             np.savetxt(folder / f"{name}REF.txt", ref, fmt="%.3f %.4f")
             entries.append({"name": name, "folder": snr_tag(s), "clip": t.name, "voice": vtype, "snr": snr_tag(s),
-                            "seconds": round(n / 8000, 3), "voiced": round(float(np.mean(ref[:, 1] > 0)), 3)})
-    manifest = dict(params, hash=set_hash(params), tracks=entries)
+                            "seconds": round(n / 8000, 3), "voiced": round(float(np.mean(ref[:, 1] > 0)), 3),
+                            "backing_in_training": t.name in shared})
+    manifest = dict(params, hash=set_hash(params), shared_backing=shared, tracks=entries)
     path.write_text(json.dumps(manifest, indent=1))
     return manifest
 

@@ -20,16 +20,26 @@ sf = pytest.importorskip("soundfile")
 SR = 8000
 
 
-def fake_mir1k(root: Path, singers=("Kenshin", "annar", "abjones"), seconds: float = 4.0) -> Path:
-    """A MIR-1K-shaped folder: stereo FLAC (L = accompaniment, R = voice) + .pv labels."""
+def fake_mir1k(root: Path, singers=("Kenshin", "annar", "abjones", "amy"), seconds: float = 4.0) -> Path:
+    """A MIR-1K-shaped folder: stereo FLAC (L = accompaniment, R = voice) + .pv labels.
+
+    Every singer's accompaniment is a chord of its own plus noise, except that ``abjones``
+    sings over Kenshin's very backing track, half a second later (as MIR-1K's singers do).
+    """
     rng = np.random.default_rng(0)
     (root / "audio").mkdir(parents=True)
     (root / "pitch").mkdir()
     n = int(seconds * SR)
+    t = np.arange(n) / SR
+    backing = {}
+    for k, s in enumerate(singers):
+        backing[s] = sum(0.1 * np.sin(2 * np.pi * f * (1.0 + 0.13 * k) * t) for f in (110.0, 138.6, 164.8))
+        backing[s] = backing[s] + 0.05 * rng.standard_normal(n)
+    if "abjones" in backing:
+        backing["abjones"] = np.concatenate([backing["Kenshin"][SR // 2 :], 0.05 * rng.standard_normal(SR // 2)])
     for s in singers:
         name = f"{s}_1_01"
-        t = np.arange(n) / SR
-        accomp = 0.2 * np.sin(2 * np.pi * 110 * t) + 0.05 * rng.standard_normal(n)
+        accomp = backing[s]
         voice = 0.2 * np.sin(2 * np.pi * 220 * t)
         sf.write(root / "audio" / f"{name}.flac", np.stack([accomp, voice], axis=1), SR)
         lines = int((2 * n - 640) // 320) + 1
@@ -43,6 +53,9 @@ def test_render_layout_labels_and_snr(tmp_path):
     m = S.render_set(data, out, singers=("Kenshin", "annar"), snrs=(0.0, 5.0, math.inf), seed=1, progress=False)
     assert m["snrs"] == ["snr+0", "snr+5", "voice"] and len(m["tracks"]) == 6
     assert {e["clip"] for e in m["tracks"]} == {"Kenshin_1_01", "annar_1_01"}  # validation singers only
+    # Kenshin's backing track is also abjones' (a training singer): found and marked.
+    assert m["shared_backing"] == {"Kenshin_1_01": ["abjones_1_01"]}
+    assert {e["clip"] for e in m["tracks"] if e["backing_in_training"]} == {"Kenshin_1_01"}
     tracks = S.set_tracks(out, m)
     assert {tag: len(ts) for tag, ts in tracks.items()} == {"snr+0": 2, "snr+5": 2, "voice": 2}
     layout, _ = discover(out / "snr+0")
@@ -103,7 +116,15 @@ def test_eval_command_scores_the_set(tmp_path, capsys):
                "--json", str(js)])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "snr+0 (2 tracks)" in text and "voice (2 tracks)" in text and "by voice type" in text
+    assert "snr+0 (1 tracks, foreign backing)" in text and "voice (1 tracks, foreign backing)" in text
+    assert "snr+0 (1 tracks, backing also in training)" in text and "by voice type" in text
     report = json.loads(js.read_text())
-    assert set(report["pooled"]) == {"snr+0", "voice"}
+    assert set(report["pooled"]) == set(report["pooled_shared_backing"]) == {"snr+0", "voice"}
     assert set(report["pooled"]["snr+0"]) == {"VR", "VFA", "RPA", "RCA", "OA"}
+    assert len(report["per_track"]) == 4
+    # The same split on the real data: --backing keeps the clips that share nothing.
+    rc = main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--singers", "Kenshin", "annar",
+               "--backing", "foreign", "--cache", str(tmp_path / "cache")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "mir1k (1 tracks, foreign backing)" in text and "annar_1_01" in text and "Kenshin_1_01" not in text
