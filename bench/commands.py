@@ -50,6 +50,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e2.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
     e2.add_argument("--quick", action="store_true", help="10 of each (20 events): checks the machinery, not the latency")
     e2.set_defaults(func=_e2e)
+    so = kinds.add_parser("soak", help="the live path for N minutes through JACK: memory, latency drift, xruns, stuck notes",
+                          description="The e2e rig (private JACK dummy server, AudioSource, MidiSink on JACK MIDI, OscSink "
+                          "to 127.0.0.1) plus a karaoke scorer, fed sung phrases looped for N minutes by an out-of-process "
+                          "JACK probe. Reports RSS growth, note-on latency at the start and the end (slope), overflows and "
+                          "the client jackd blamed, dropped and lost samples, stuck notes and sink errors. Prints why and "
+                          "exits 0 when jackd, JACK-Client or PortAudio is missing.")
+    so.add_argument("--minutes", type=float, default=60.0, help="how long to play (default 60)")
+    so.add_argument("--model", help="exported model folder (default: the packaged model)")
+    so.add_argument("--period", type=int, default=128, help="JACK period [frames] (default 128)")
+    so.add_argument("--blocksize", type=int, default=128, help="the tracker's stream blocksize (default 128)")
+    so.add_argument("--server", help="use this running JACK server instead of starting a private dummy one")
+    so.add_argument("--out", default="bench-results")
+    so.add_argument("--check", action="store_true",
+                    help="exit 1 on stuck notes, dropped samples, RSS growth or a latency slope over the budget")
+    so.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
+    so.set_defaults(func=_soak)
     ac = kinds.add_parser("accuracy", help="mir_eval VR/VFA/RPA/RCA/OA of the streaming tracker and an accuracy-vs-latency sweep",
                           description="Scores the tracker's streaming path (transcribe) on a folder in the MIR-1K (0 dB mix "
                           "L+R and voice alone), ADC2004/MIREX05 or MedleyDB layout, pooled over frames on a 10 ms grid, "
@@ -242,6 +258,25 @@ def _e2e(args: argparse.Namespace) -> int:
             notes.append(held_back_by(stages, budget[key], f"e2e note-on {q} (measured)",
                                       fixed={k for k in stages if not k.startswith("rest")}))
     return report_check(measured, budget_path, notes, out / "e2e_bench.md")
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from .e2e_bench import Unavailable
+    from .soak_bench import check_notes, measured_for_budget, run
+
+    budget_path = _budget_path(args.budget)
+    out = Path(args.out)
+    try:
+        result = run(args.model, out, minutes=args.minutes, period=args.period, blocksize=args.blocksize,
+                     server=args.server, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except Unavailable as exc:
+        print(f"melodyrt bench soak: cannot run here: {exc}")
+        return 0
+    print((out / "soak_bench.md").read_text())
+    print(f"wrote {out / 'soak_bench.json'}, {out / 'soak_bench.md'}, " + ", ".join(str(out / p) for p in result.get("plots", [])))
+    if not args.check:
+        return 0
+    return report_check(measured_for_budget(result), budget_path, check_notes(result), out / "soak_bench.md")
 
 
 def _accuracy_args(ac: argparse.ArgumentParser) -> None:
