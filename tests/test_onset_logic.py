@@ -1,9 +1,10 @@
 """The confidence-gated onset of :class:`MidiNoteLogic`, on constructed frame sequences.
 
 Every sequence is checked for the guarantees the note logic keeps with any onset rule:
-note-ons and note-offs balanced (after ``stop``), one voice at a time, no note released or
-changed before ``min_note_frames`` (counted from its first frame), and no retrigger faster
-than the 2-frame rule allows.
+note-ons and note-offs balanced (after ``stop``), one voice at a time, no note released
+before ``min_note_frames`` (counted from its first frame), every note change allowed by the
+slow rule or the fast path (:func:`change_allowed`), and no retrigger faster than the 2-frame
+rule allows.
 """
 
 from __future__ import annotations
@@ -66,10 +67,42 @@ def play(track: list[tuple[float, float] | None], **settings) -> Played:
                 off.append((k, m.note))
                 held = None
     assert held is None, f"stuck note {held}"
+    on_at = {k for k, _ in on}
     for note, first, last in notes:
-        if last < len(fs):   # not cut by stop()
+        if last >= len(fs):   # cut by stop()
+            continue
+        if last in on_at:     # a note change: by the slow rule or the fast path
+            assert change_allowed(cfg, track, note, first, last), f"note {note} frames {first}..{last}: change not allowed"
+        else:
             assert last - first + 1 >= cfg.min_note_frames, f"note {note} frames {first}..{last} shorter than min_note_frames"
     return Played(on, off, notes)
+
+
+def change_allowed(cfg: MidiConfig, track: list[tuple[float, float] | None], note: int, first: int, k: int) -> bool:
+    """Whether the rules allow the note started at frame ``first`` to change at frame ``k``.
+
+    The slow rule: ``change_frames`` voiced frames more than ``hysteresis_cents`` from the note,
+    the note ``min_note_frames`` old (its first frame and frame ``k`` counted). The fast path:
+    ``jump_frames`` voiced frames more than ``jump_cents`` away on one side, each confident
+    enough for ``jump_confidence``, the note ``jump_min_frames`` old (None: ``min_note_frames``).
+    Only frames after the note's first count.
+    """
+    age = k - first + 1
+
+    def run(n: int, ok) -> bool:
+        frames_ = range(k - n + 1, k + 1)
+        return frames_.start > first and all(track[j] is not None and ok(*track[j]) for j in frames_)
+
+    slow = age >= cfg.min_note_frames and run(cfg.change_frames, lambda m, c: abs(m - note) * 100 > cfg.hysteresis_cents)
+    if slow or cfg.jump_cents is None:
+        return slow
+    need = cfg.min_note_frames if cfg.jump_min_frames is None else cfg.jump_min_frames
+    gate = cfg.jump_confidence
+
+    def far(side: int) -> bool:
+        return run(cfg.jump_frames, lambda m, c: (m - note) * 100 * side > cfg.jump_cents and (gate is None or c >= gate))
+
+    return age >= need and (far(1) or far(-1))
 
 
 def onsets_from_silence(p: Played) -> list[int]:
