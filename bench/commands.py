@@ -94,6 +94,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     on.add_argument("--out", default="bench-results")
     on.add_argument("--quick", action="store_true", help="2 tracks, their first 4 s, 4 settings: checks the machinery")
     on.set_defaults(func=_onset)
+    nc = kinds.add_parser("notes", help="pitch-step delay, spurious note changes and vibrato churn of the MIDI note-change rules",
+                          description="Runs the tracker once per clip (MIR-1K: 0 dB mix L+R and voice alone, plus the e2e "
+                          "bench's synthetic phrases at four step phases) and replays its frames through the MIDI note logic "
+                          "for each note-change rule: the old 3-frame rule, shorter change_frames, and the fast path for large "
+                          "jumps (jump_cents, jump_frames, jump_confidence, jump_min_frames). Reports the delay from a labelled "
+                          "pitch step to the first sounding pitch (note + bend) within 50 cents, next to the tracker's own f0; "
+                          "spurious and wrong-pitch changes per minute, vibrato churn, short notes and bounces; and the "
+                          "recommended setting. Writes JSON, markdown and a PNG plot.")
+    nc.add_argument("--data", help="data folder (default $MELODYRT_DATA or ../shared/data/mir1k8k)")
+    nc.add_argument("--model", help="exported model folder (default: the packaged model)")
+    nc.add_argument("--singers", nargs="?", const="Kenshin,annar",
+                    help="comma-separated singers to keep (MIR-1K); alone: the validation singers Kenshin,annar")
+    nc.add_argument("--max-tracks", type=int, help="measure at most this many tracks")
+    nc.add_argument("--phrases", type=int, default=60, help="synthetic e2e phrases (one step each) per phase (default 60; 0: none)")
+    nc.add_argument("--out", default="bench-results")
+    nc.add_argument("--quick", action="store_true", help="2 tracks, their first 4 s, 6 phrases, 3 settings: checks the machinery")
+    nc.set_defaults(func=_notes)
     gp = kinds.add_parser("gpu", help="TensorRT FP16 step time per batch and multi-stream capacity (needs a GPU)",
                           description="Where TensorRT and a CUDA GPU exist: FP16 step time for batch 1..N and how many "
                           "concurrent streams hold the 10 ms deadline at p99. Elsewhere it says why it cannot run and "
@@ -225,7 +242,7 @@ def _bench_top(args: argparse.Namespace) -> int:
     from melodyrt.rt.errors import MelodyRTError
 
     if not args.check:
-        raise MelodyRTError("choose a benchmark (melodyrt bench {cfp,engine,latency,e2e,accuracy,peers,onset,gpu}) or --check")
+        raise MelodyRTError("choose a benchmark (melodyrt bench {cfp,engine,latency,e2e,accuracy,peers,onset,notes,gpu}) or --check")
     return _latency(args)
 
 
@@ -349,6 +366,24 @@ def _onset(args: argparse.Namespace) -> int:
     run(args.model, _data_dir(args.data), out, singers=singers, max_tracks=args.max_tracks, quick=args.quick)
     print((out / "onset_bench.md").read_text())
     print(f"wrote {out / 'onset_bench.json'}, {out / 'onset_bench.md'} and {out / 'onset_tradeoff.png'}")
+    return 0
+
+
+def _notes(args: argparse.Namespace) -> int:
+    from melodyrt.rt.errors import MelodyRTError
+
+    from .notechange_bench import run
+
+    if args.max_tracks is not None and args.max_tracks <= 0:
+        raise MelodyRTError(f"--max-tracks must be positive, got {args.max_tracks}")
+    if args.phrases < 0:
+        raise MelodyRTError(f"--phrases must be >= 0, got {args.phrases}")
+    out = Path(args.out)
+    singers = [x for x in args.singers.split(",") if x] if args.singers else None
+    run(args.model, _data_dir(args.data), out, singers=singers, max_tracks=args.max_tracks, quick=args.quick,
+        phrases=args.phrases)
+    print((out / "notes_bench.md").read_text())
+    print(f"wrote {out / 'notes_bench.json'}, {out / 'notes_bench.md'} and {out / 'notes_tradeoff.png'}")
     return 0
 
 

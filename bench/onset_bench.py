@@ -49,7 +49,7 @@ from numpy.typing import NDArray
 
 from melodyrt.rt.bundle import ModelBundle, load_bundle
 from melodyrt.rt.frames import PitchFrame
-from melodyrt.rt.midi_out import MidiConfig, MidiNoteLogic
+from melodyrt.rt.midi_out import BEND_CENTRE, MidiConfig, MidiNoteLogic
 from melodyrt.rt.pitch import hz_to_midi
 
 from .accuracy_bench import ReplayEngine, conditions, load_tracks
@@ -255,23 +255,44 @@ class Note:
     closed: bool = False
 
 
-def play(frames: Sequence[PitchFrame], config: MidiConfig) -> list[Note]:
-    """The notes :class:`MidiNoteLogic` plays for ``frames`` (then stopped)."""
+def replay(frames: Sequence[PitchFrame], config: MidiConfig) -> tuple[list[Note], NDArray[np.float64]]:
+    """The notes :class:`MidiNoteLogic` plays for ``frames`` (then stopped), and the pitch a
+    receiver sounds after each frame's messages.
+
+    Returns
+    -------
+    notes : list of Note
+    sounding : ndarray [shape=(len(frames),)] [MIDI note, fractional]
+        Held note + pitch bend (scaled by ``config.bend_range``) after the frame; NaN when
+        no note sounds.
+    """
     logic = MidiNoteLogic(config)
     notes: list[Note] = []
+    sounding = np.full(len(frames), np.nan)
     held: tuple[int, float, int, bool] | None = None
-    for f in frames:
+    bend: dict[int, float] = {}   # per channel [semitones]
+    channel = 0
+    for k, f in enumerate(frames):
         off_here = False
         for m in logic.process(f):
             if m.type == "note_off" and held is not None:
                 notes.append(Note(held[0], held[1], f.time, held[2], f.index, held[3]))
                 held, off_here = None, True
             elif m.type == "note_on" and m.velocity > 0:
-                held = (m.note, f.time, f.index, off_here)
+                held, channel = (m.note, f.time, f.index, off_here), m.channel
+            elif m.type == "pitchwheel":
+                bend[m.channel] = m.pitch / BEND_CENTRE * config.bend_range
+        if held is not None:
+            sounding[k] = held[0] + bend.get(channel, 0.0)
     if held is not None and frames:
         notes.append(Note(held[0], held[1], frames[-1].time, held[2], frames[-1].index, held[3], closed=True))
     logic.stop()
-    return notes
+    return notes, sounding
+
+
+def play(frames: Sequence[PitchFrame], config: MidiConfig) -> list[Note]:
+    """The notes :class:`MidiNoteLogic` plays for ``frames`` (then stopped)."""
+    return replay(frames, config)[0]
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -487,20 +508,32 @@ def _row(name: str, v: dict[str, Any]) -> str:
             f"{v['merged']} / {v['silent']} | {delay} | {gain} |")
 
 
+def data_text(result: dict[str, Any]) -> str:
+    """``folder (layout, N tracks, singers ..., first S s of each)`` of a replay bench's data."""
+    d = result["data"]
+    return (f"{d['dir']} ({d['layout']}, {d['tracks']} tracks{', singers ' + ', '.join(d['singers']) if d['singers'] else ''}"
+            f"{', first %g s of each' % d['seconds_per_track'] if d['seconds_per_track'] else ''})")
+
+
+def model_text(result: dict[str, Any]) -> str:
+    """``model NAME`` and a warning when it is untrained."""
+    return f"model {result['model']['name']}{' (UNTRAINED: figures are meaningless)' if result['model']['untrained'] else ''}"
+
+
+def table(rows: dict[str, dict[str, Any]], columns: Sequence[str], row: Callable[[str, dict[str, Any]], str]) -> list[str]:
+    """A markdown table: one ``row(name, summary)`` per setting, then a blank line."""
+    return ["| setting | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns),
+            *[row(k, v) for k, v in rows.items()], ""]
+
+
 def markdown(result: dict[str, Any]) -> str:
     d, m = result["data"], result["machine"]
     lines = [f"# melodyrt bench onset{' (quick mode)' if result['quick'] else ''}", "", machine_line(m),
-             f"Data: {d['dir']} ({d['layout']}, {d['tracks']} tracks"
-             f"{', singers ' + ', '.join(d['singers']) if d['singers'] else ''}"
-             f"{', first %g s of each' % d['seconds_per_track'] if d['seconds_per_track'] else ''}); "
-             f"model {result['model']['name']}{' (UNTRAINED: figures are meaningless)' if result['model']['untrained'] else ''}. "
+             f"Data: {data_text(result)}; {model_text(result)}. "
              f"Note logic otherwise at its defaults: {result['note_logic']}.", ""]
     for cond, rows in result["scores"].items():
         secs = d["seconds"].get(cond)
-        lines += [f"## {cond}" + (f" ({secs / 60:.1f} min of audio)" if secs else ""), "",
-                  "| setting | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
-        lines += [_row(k, v) for k, v in rows.items()]
-        lines.append("")
+        lines += [f"## {cond}" + (f" ({secs / 60:.1f} min of audio)" if secs else ""), ""] + table(rows, COLUMNS, _row)
     rec = result.get("recommended")
     if rec:
         gains = ", ".join(f"{c} {g:+.1f} ms" for c, g in rec["gain_ms"].items() if g is not None)
@@ -508,24 +541,37 @@ def markdown(result: dict[str, Any]) -> str:
                   f"delay saved: {gains}).", ""]
     else:
         lines += ["No confidence gate stays within the false-onset allowance: keep the 2-frame rule.", ""]
-    lines += [f"Note-on latency = onset delay + {result['latency_on_top_ms']:.1f} ms (algorithmic delay + mean hop "
-              "wait + one 128-frame block at 48 kHz).", "", "Definitions:", ""]
+    return "\n".join(lines + report_tail(result, "Note-on latency = onset delay")) + "\n"
+
+
+def report_tail(result: dict[str, Any], latency: str) -> list[str]:
+    """The last lines of a replay bench's report: ``latency`` + the latency on top, the
+    definitions, the plots."""
+    lines = [f"{latency} + {result['latency_on_top_ms']:.1f} ms (algorithmic delay + mean hop wait + one "
+             "128-frame block at 48 kHz).", "", "Definitions:", ""]
     lines += [f"- {x}" for x in result["definitions"]]
     if result.get("plots"):
         lines += ["", "Plots: " + ", ".join(result["plots"])]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def write_plot(result: dict[str, Any], out_dir: Path) -> list[str]:
-    """False onsets per minute against mean onset delay, one panel per condition."""
+def panels(result: dict[str, Any], width: float = 6.5) -> tuple[Any, list[tuple[Any, str]]]:
+    """A matplotlib figure (Agg) with one panel per condition of ``result["scores"]``:
+    ``(figure, [(axes, condition), ...])``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     conds = list(result["scores"])
-    fig, axes = plt.subplots(1, len(conds), figsize=(6.5 * len(conds), 4.8), squeeze=False)
-    for ax, cond in zip(axes[0], conds):
+    fig, axes = plt.subplots(1, len(conds), figsize=(width * len(conds), 4.8), squeeze=False)
+    return fig, list(zip(axes[0], conds))
+
+
+def write_plot(result: dict[str, Any], out_dir: Path) -> list[str]:
+    """False onsets per minute against mean onset delay, one panel per condition."""
+    fig, axes = panels(result)
+    for ax, cond in axes:
         rows = result["scores"][cond]
         families: dict[str, list[tuple[float, float, str]]] = {}
         for name, v in rows.items():
