@@ -9,17 +9,32 @@ imports happen inside its handler, which keeps ``melodyrt --help`` fast.
 
 User errors (:class:`MelodyRTError`, missing files, bad arguments) print
 ``melodyrt: error: <one line>`` to stderr and return 2; set ``MELODYRT_DEBUG=1`` to see the
-traceback as well.
+traceback as well. Exit statuses: 0 done, 2 user error, 3 audio input lost while streaming
+(:class:`~melodyrt.rt.source.AudioStreamLost`; an error may carry its own ``exit_code``),
+130 SIGINT (Ctrl-C), 143 SIGTERM. Warnings the library logs (a MIDI port that went away, an
+OSC target that refuses) print as ``melodyrt: warning: <one line>``.
+
+Signals: inside :func:`main` SIGINT raises KeyboardInterrupt and SIGTERM
+:class:`Terminated`, so every ``finally`` runs (a command may install its own handlers, as
+``live`` does to stop its stream cleanly). Run as the program (``argv`` None), a signal that
+lands after :func:`main` has its result ends the process at once with that result, and the
+process leaves with ``os._exit(result)`` once the exit handlers have run: Python's own
+finalization (module teardown, seconds with ONNX Runtime and numba loaded on a busy machine)
+runs with signal handling disabled, so a signal landing there would kill the process by
+its default action. Importing this module stays cheap (heavy imports are deferred) so that
+Python's own start-up, where a SIGINT still prints Python's KeyboardInterrupt traceback, is
+the only window main() cannot cover.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import signal
 import sys
-import traceback
-from importlib import metadata
-from typing import Callable, Sequence
+import threading
+from typing import Any, Callable, Sequence
 
 from .errors import MelodyRTError
 
@@ -50,6 +65,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return metadata.version("melodyrt")
     except metadata.PackageNotFoundError:
@@ -58,6 +75,8 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: built-in commands, then those from the entry-point group."""
+    from importlib import metadata
+
     parser = _Parser(
         prog=PROG,
         description="Real-time singing melody tracker: live voice to f0, MIDI and OSC.",
@@ -122,35 +141,151 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised in the main thread, as KeyboardInterrupt is for SIGINT."""
+
+
+#: Signals :func:`main`'s handlers received during the current call.
+_received: list[int] = []
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
+def _interrupted(signum: int) -> int:
+    """Report a stop by ``signum``; the exit status is 128 + signum (130, 143), as shells show it."""
+    print(signal_message(signum), file=sys.stderr)
+    return 128 + signum
+
+
+def signal_message(signum: int) -> str:
+    """The one stderr line for a stop by ``signum``."""
+    return f"{PROG}: {'interrupted' if signum == signal.SIGINT else 'terminated'}"
+
+
+class _LogLine:
+    """Formats library log records as ``melodyrt: warning: <one line>`` (traceback only when debugging)."""
+
+    def __init__(self, debug: bool) -> None:
+        import logging
+
+        self.debug = debug
+        self._fmt = logging.Formatter()
+
+    def format(self, record: Any) -> str:
+        text = " ".join(record.getMessage().split("\n"))
+        if record.exc_info and record.exc_info[1] is not None:
+            if self.debug:
+                return f"{PROG}: {record.levelname.lower()}: {text}\n{self._fmt.formatException(record.exc_info)}"
+            text += f" ({_describe(record.exc_info[1])})"
+        return f"{PROG}: {record.levelname.lower()}: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI.
 
     Parameters
     ----------
     argv : sequence of str, optional
-        Arguments without the program name (default: ``sys.argv[1:]``).
+        Arguments without the program name (default: ``sys.argv[1:]``, and the process's
+        signal handling is this program's: see the module docstring).
 
     Returns
     -------
     code : int
-        0 on success, 2 on a user error, 130 when interrupted.
+        0 on success, 2 on a user error, 3 when the audio input was lost, 130 when
+        interrupted (SIGINT), 143 when terminated (SIGTERM).
     """
+    import logging
+
     debug = bool(os.environ.get("MELODYRT_DEBUG"))
+    in_main = threading.current_thread() is threading.main_thread()
+    program = argv is None and in_main
+    if program:
+        atexit.register(_leave_now)  # registered first, so it runs after every other exit handler
+    _received.clear()
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_LogLine(debug))  # type: ignore[arg-type]
+    logger = logging.getLogger(PROG)
+    logger.addHandler(handler)
+    code = 1
+    try:
+        code = _run(argv, debug)
+    finally:
+        logger.removeHandler(handler)
+        _exit_code[0] = code
+        if program:  # a late signal ends the program with this result
+            _exit_on_signals(code)
+        else:
+            for s, h in previous.items():
+                signal.signal(s, h)
+    return code
+
+
+def _run(argv: Sequence[str] | None, debug: bool) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(list(argv) if argv is not None else None)
         _apply_profile(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(signal.SIGINT)
+    except Terminated:
+        return _interrupted(signal.SIGTERM)
     except (MelodyRTError, OSError, ModuleNotFoundError) as exc:
+        if _received:
+            return _interrupted(_received[0])
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"{PROG}: error: {_describe(exc)}", file=sys.stderr)
-        return 2
+        code = getattr(exc, "exit_code", 2)
+        return code if isinstance(code, int) else 2
+    except BaseException:
+        # A C extension importing when the signal's exception was raised turns it into
+        # another error ("ImportError: initialization failed" from a pybind11 module).
+        if _received:
+            return _interrupted(_received[0])
+        raise
+    if _received and code == 0:  # the signal's exception was swallowed on the way
+        return _interrupted(_received[0])
+    return code
+
+
+#: The result of the last :func:`main` (1 while it runs: an exception escaping it is a crash).
+_exit_code = [1]
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _leave_now() -> None:
+    """Last exit handler of the program: skip Python's finalization (see the module docstring)."""
+    _flush()
+    os._exit(_exit_code[0])
+
+
+def _exit_on_signals(code: int) -> None:
+    """From now on SIGINT / SIGTERM end the process at once with ``code`` (output flushed)."""
+
+    def leave(signum: int, frame: Any) -> None:
+        _flush()
+        os._exit(code)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, leave)
 
 
 def _describe(exc: BaseException) -> str:

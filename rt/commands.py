@@ -7,6 +7,7 @@ they need when they run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
@@ -286,28 +287,64 @@ def _live(args: argparse.Namespace) -> int:
             s.close()
         raise
     holder: dict[str, AudioSource] = {}
-    readout = ReadoutSink(every=args.every, status=lambda: f"  xruns {holder['src'].overflows}")
-    source = AudioSource(tracker, [readout, *sinks], source_cfg, device,
-                         pre=chain.process if chain is not None else None)
-    holder["src"] = source
-    print(f"melodyrt live: {device['name']} [{device['hostapi']}] at {rate} Hz, {source_cfg.blocksize}-frame blocks, "
-          f"model {bundle.name}, engine {tracker.engine.name}" + (" (UNTRAINED model)" if _is_untrained(bundle) else ""))
-    if chain is not None:
-        print(f"input chain: {len(chain.processors)} processor(s), {chain.latency_samples} samples of delay")
-    print("outputs: " + (", ".join(type(s).__name__ for s in sinks) or "readout only") + "; Ctrl-C stops")
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: source.request_stop())
+    stopped_by: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:  # SIGINT / SIGTERM: stop cleanly, exit 128 + signum
+        if not stopped_by:
+            stopped_by.append(signum)
+        holder["src"].request_stop()
+
+    previous: dict[int, Any] = {}
     try:
+        readout = ReadoutSink(every=args.every, status=lambda: f"  xruns {holder['src'].overflows}")
+        source = AudioSource(tracker, [readout, *sinks], source_cfg, device,
+                             pre=chain.process if chain is not None else None)
+        holder["src"] = source
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                previous[signum] = signal.signal(signum, on_signal)
+        print(f"melodyrt live: {device['name']} [{device['hostapi']}] at {rate} Hz, {source_cfg.blocksize}-frame "
+              f"blocks, model {bundle.name}, engine {tracker.engine.name}"
+              + (" (UNTRAINED model)" if _is_untrained(bundle) else ""))
+        if chain is not None:
+            print(f"input chain: {len(chain.processors)} processor(s), {chain.latency_samples} samples of delay")
+        print("outputs: " + (", ".join(type(s).__name__ for s in sinks) or "readout only") + "; Ctrl-C stops")
         stats = source.run(args.seconds)
+        print(source.latency().table())
+        print(f"measured: frames left the tracker {stats.lag_mean:.0f} samples after the audio they describe "
+              f"(mean; max {stats.lag_max:.0f}) = algorithmic delay + hop wait")
+        print(stats.line())
+        trouble = _sink_trouble(sinks)
+        if trouble:
+            print(trouble)
+    except BaseException:
+        if "src" in holder:
+            holder["src"].stop()  # closes every sink once (idempotent: run() may have done it)
+        else:
+            for s in sinks:
+                with contextlib.suppress(Exception):
+                    s.close()
+        raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    print(source.latency().table())
-    print(f"measured: frames left the tracker {stats.lag_mean:.0f} samples after the audio they describe "
-          f"(mean; max {stats.lag_max:.0f}) = algorithmic delay + hop wait")
-    print(stats.line())
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stopped_by:
+        from .cli import signal_message
+
+        print(signal_message(stopped_by[0]), file=sys.stderr)
+        return 128 + stopped_by[0]
     return 0
+
+
+def _sink_trouble(sinks: Sequence[Any]) -> str:
+    """One line naming the sinks that counted failures (``errors``, ``refused``, ``dropped``), or ""."""
+    parts = []
+    for s in sinks:
+        counts = [f"{n} {what}" for what in ("errors", "refused", "dropped")
+                  if isinstance(n := getattr(s, what, 0), int) and n > 0]
+        if counts:
+            parts.append(f"{type(s).__name__} {', '.join(counts)}")
+    return "sink trouble: " + "; ".join(parts) if parts else ""
 
 
 # --------------------------------------------------------------------------- transcribe

@@ -19,11 +19,26 @@ Threads
 Overflows reported by the device and samples dropped because the ring was full are
 counted in :class:`SourceStats` and never stop the stream. On stop every sink is closed
 (the MIDI sink sends all-notes-off in its ``close()``), even after errors.
+
+Losing the input
+----------------
+A stream that stops delivering is reported as :class:`AudioStreamLost` (``melodyrt live``
+exits with status 3) after every sink was closed: PortAudio marks the stream inactive (a
+device unplugged; on JACK, the server stopped or shut our client down), or, on JACK, the
+client whose ports the stream records from went away (PortAudio would go on delivering
+silence; a passive JACK client of ours, never activated, looks for its ports every 0.5 s).
+Once PortAudio's JACK client is dead, every later PortAudio call on it either waits 10
+minutes (``Pa_StopStream``) or aborts the process (pa_jack.c asserts in ``Pa_CloseStream``
+and ``Pa_Terminate``), so the stream is then left alone and sounddevice's ``Pa_Terminate``
+at exit is skipped; the same happens at exit whenever the JACK server PortAudio connected to
+no longer answers.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import gc
 import os
 import sys
@@ -50,15 +65,154 @@ class AudioDeviceError(MelodyRTError):
     """No usable audio input: PortAudio missing, no device matches, unsupported settings."""
 
 
+class AudioStreamLost(AudioDeviceError):
+    """The input stopped while streaming (device unplugged, its JACK client or the server gone).
+
+    Not the user's doing: the CLI exits with :attr:`exit_code` instead of 2.
+    """
+
+    exit_code = 3
+
+
+#: Set once PortAudio's JACK client died with a stream open: PortAudio is unusable here since.
+_portaudio_lost = False
+_exit_guard_installed = False
+
+
 def sounddevice() -> Any:
     """Import sounddevice, turning a missing PortAudio into one clear line."""
+    if _portaudio_lost:
+        raise AudioDeviceError("PortAudio lost its JACK server earlier in this process; restart to use audio devices")
     try:
         import sounddevice as sd
     except OSError as exc:  # the wheel carries no PortAudio on Linux
         raise AudioDeviceError(
             f"cannot use audio devices: {exc} (Debian/Ubuntu: apt-get install libportaudio2)"
         ) from None
+    _guard_exit(sd)
     return sd
+
+
+# ------------------------------------------------------------------------------ JACK
+
+_JACK_NO_START_SERVER = 0x01
+_JACK_SERVER_NAME = 0x04
+_libjack_handle: Any = None
+
+
+def _libjack() -> Any:
+    """The system libjack (the one PortAudio's JACK host API runs on), or None."""
+    global _libjack_handle
+    if _libjack_handle is None:
+        try:
+            lib = ctypes.CDLL("libjack.so.0")
+        except OSError:
+            _libjack_handle = False
+            return None
+        lib.jack_client_open.restype = ctypes.c_void_p
+        lib.jack_client_open.argtypes = (ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int))
+        lib.jack_client_close.argtypes = (ctypes.c_void_p,)
+        lib.jack_get_ports.restype = ctypes.POINTER(ctypes.c_char_p)
+        lib.jack_get_ports.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong)
+        lib.jack_free.argtypes = (ctypes.c_void_p,)
+        _libjack_handle = lib
+    return _libjack_handle or None
+
+
+def _jack_open(name: bytes, server: str | None) -> Any:
+    """A passive (never activated) JACK client, or None when no server answers."""
+    lib = _libjack()
+    if lib is None:
+        return None
+    status = ctypes.c_int(0)
+    if server:
+        return lib.jack_client_open(name, _JACK_NO_START_SERVER | _JACK_SERVER_NAME, ctypes.byref(status),
+                                    server.encode())
+    return lib.jack_client_open(name, _JACK_NO_START_SERVER, ctypes.byref(status))
+
+
+def jack_server_alive(server: str | None = None) -> bool:
+    """Whether the JACK server (default: ``$JACK_DEFAULT_SERVER``) accepts a client now."""
+    client = _jack_open(b"melodyrt-probe", server)
+    if not client:
+        return False
+    _libjack().jack_client_close(client)
+    return True
+
+
+class _JackWatch:
+    """Sees whether the JACK client a PortAudio device stands for still has its ports.
+
+    PortAudio's JACK host API lists every JACK client with ports as a device and connects
+    the stream's ports to that client's; when the client goes away the stream keeps running
+    and records silence. This passive client (never activated, so it takes no part in the
+    process cycle) lists the server's ports.
+    """
+
+    def __init__(self, device_name: str) -> None:
+        self.prefix = device_name.encode() + b":"
+        self.client = _jack_open(b"melodyrt-watch", None)
+
+    def device_present(self) -> bool:
+        """True while some port of the device's client exists (or when we cannot tell)."""
+        if not self.client:
+            return True
+        lib = _libjack()
+        ports = lib.jack_get_ports(self.client, None, None, 0)
+        if not ports:
+            return False
+        try:
+            i = 0
+            while ports[i] is not None:
+                if ports[i].startswith(self.prefix):
+                    return True
+                i += 1
+            return False
+        finally:
+            lib.jack_free(ports)
+
+    def close(self) -> None:
+        if self.client:
+            _libjack().jack_client_close(self.client)
+            self.client = None
+
+
+def _is_jack(device: dict[str, Any]) -> bool:
+    return "JACK" in str(device.get("hostapi", ""))
+
+
+def _forsake_portaudio() -> None:
+    """PortAudio's JACK client is dead: never call PortAudio again in this process."""
+    global _portaudio_lost
+    import sounddevice as sd
+
+    _portaudio_lost = True
+    atexit.unregister(sd._exit_handler)
+
+
+def _guard_exit(sd: Any) -> None:
+    """Skip sounddevice's ``Pa_Terminate`` at exit when PortAudio's JACK server is gone.
+
+    Registered after sounddevice's own exit handler, so it runs first (atexit is LIFO).
+    """
+    global _exit_guard_installed
+    if _exit_guard_installed:
+        return
+    _exit_guard_installed = True
+    server = os.environ.get("JACK_DEFAULT_SERVER")
+
+    def guard() -> None:
+        if _portaudio_lost:
+            return
+        try:
+            if not sd._initialized or not any("JACK" in a["name"] for a in sd.query_hostapis()):
+                return
+        except Exception:
+            return
+        if not jack_server_alive(server):
+            atexit.unregister(sd._exit_handler)
+
+    atexit.register(guard)
 
 
 @dataclass(frozen=True)
@@ -258,6 +412,8 @@ class SourceStats:
         Wall-clock time since the stream started.
     worker_realtime : bool
         The worker thread got its real-time priority.
+    nonfinite_samples : int [samples]
+        NaN or inf input samples the tracker replaced by 0.
     """
 
     callbacks: int
@@ -272,6 +428,7 @@ class SourceStats:
     lag_max: float
     seconds: float
     worker_realtime: bool = False
+    nonfinite_samples: int = 0
 
     @property
     def xruns(self) -> int:
@@ -282,7 +439,8 @@ class SourceStats:
         """One-line summary."""
         return (f"{self.frames} frames in {self.seconds:.1f} s, {self.callbacks} callbacks, "
                 f"{self.overflows} overflow(s), {self.dropped_samples} dropped sample(s), "
-                f"{self.sink_errors} sink error(s), worker {'real-time' if self.worker_realtime else 'normal'} priority")
+                f"{self.sink_errors} sink error(s), worker {'real-time' if self.worker_realtime else 'normal'} priority"
+                + (f", {self.nonfinite_samples} NaN/inf sample(s) replaced by 0" if self.nonfinite_samples else ""))
 
 
 class AudioSource:
@@ -348,6 +506,8 @@ class AudioSource:
         self.native = self.config.callback == "native"
         self._capture: Any = None
         self._cap_samples = cap
+        self._watch: _JackWatch | None = None
+        self._abandoned = False
         self._wake: Callable[[float], bool] = self._wait_event
         self._pop: Callable[[np.ndarray], int] = self._pop_ring
 
@@ -469,6 +629,7 @@ class AudioSource:
             max_fill=self._max_fill, sink_errors=self._sink_errors,
             lag_mean=self._lag_sum / self._frames if self._frames else 0.0, lag_max=self._lag_max,
             seconds=time.monotonic() - self._t0 if self._t0 else 0.0, worker_realtime=self._worker_rt,
+            nonfinite_samples=self.tracker.samples_sanitised,
         )
 
     def latency(self) -> LatencyReport:
@@ -546,6 +707,8 @@ class AudioSource:
         self._stream = stream
         self._t0 = time.monotonic()
         self.buffering_samples = float(stream.latency) * self.rate
+        if _is_jack(self.device):
+            self._watch = _JackWatch(self.device["name"])
 
     @staticmethod
     def _unfreeze() -> None:
@@ -557,7 +720,11 @@ class AudioSource:
         self._ready.set()
 
     def stop(self) -> SourceStats:
-        """Stop the stream, finish the queued audio, close every sink (idempotent).
+        """Stop the stream, finish the queued audio, close every sink, then the stream (idempotent).
+
+        The sinks are closed (notes released) before the PortAudio stream is closed: on a
+        loaded machine PortAudio's JACK host can abort the process while it closes a stream
+        (an assertion on a JACK request that timed out), and the notes must be off by then.
 
         Returns
         -------
@@ -566,25 +733,63 @@ class AudioSource:
         self._stop.set()
         self._ready.set()
         stream, self._stream = self._stream, None
-        if stream is not None:
-            with contextlib.suppress(Exception):
-                stream.stop()
-            with contextlib.suppress(Exception):
-                stream.close()
+        close = stream is not None and self._stop_stream(stream)
         if self._worker is not None:
             self._worker.join(timeout=5.0)
-        if self._capture is not None and (self._worker is None or not self._worker.is_alive()):
-            self._capture.close()  # the stream is closed: nothing writes to the pipe any more
-        if self._switch is not None:
-            sys.setswitchinterval(self._switch)
-            self._switch = None
-            self._unfreeze()
         if not self._closed:
             self._closed = True
             for sink in self.sinks:
                 with contextlib.suppress(Exception):
                     sink.close()
+        if close:
+            with contextlib.suppress(Exception):
+                stream.close()
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
+        worker_done = self._worker is None or not self._worker.is_alive()
+        if self._capture is not None and worker_done and not self._abandoned:
+            self._capture.close()  # the stream is closed: nothing writes to the pipe any more
+        if self._switch is not None:
+            sys.setswitchinterval(self._switch)
+            self._switch = None
+            self._unfreeze()
         return self.stats
+
+    def _stop_stream(self, stream: Any) -> bool:
+        """Stop the PortAudio stream; False when it must be left alone (its JACK client is dead)."""
+        if _is_jack(self.device) and (self._abandoned or self._jack_client_dead(stream)):
+            self._abandoned = True
+            _forsake_portaudio()
+            return False  # nor is the watch client closed: the server it talked to is gone
+        with contextlib.suppress(Exception):
+            stream.stop()
+        return True
+
+    @staticmethod
+    def _jack_client_dead(stream: Any) -> bool:
+        """PortAudio's JACK stream went inactive without being stopped: its client was shut down."""
+        try:
+            return not stream.active and not stream.stopped
+        except Exception:
+            return True
+
+    def _input_lost(self, next_watch: list[float]) -> str | None:
+        """Why the input stopped delivering, or None while it is fine (main thread, every tick)."""
+        stream = self._stream
+        if stream is None:
+            return None
+        if not stream.active:
+            if _is_jack(self.device):
+                self._abandoned = self._jack_client_dead(stream)
+                return "the JACK server went away" if not jack_server_alive() else "JACK shut our client down"
+            return "it stopped by itself (device lost?)"
+        now = time.monotonic()
+        if self._watch is not None and now >= next_watch[0]:
+            next_watch[0] = now + 0.5
+            if not self._watch.device_present():
+                return f"its JACK client {self.device['name']!r} went away"
+        return None
 
     def run(self, seconds: float | None = None, on_tick: Callable[["AudioSource"], None] | None = None) -> SourceStats:
         """Start, run until ``seconds`` pass, :meth:`request_stop`, Ctrl-C or an error, then stop.
@@ -602,22 +807,25 @@ class AudioSource:
 
         Raises
         ------
+        AudioStreamLost
+            The input stopped delivering (device lost, see the module notes).
         AudioDeviceError
-            The stream stopped by itself (device lost) or could not start.
+            The stream could not start.
         Exception
             Whatever the worker raised (after everything was stopped and closed).
         """
-        lost = False
+        lost: str | None = None
         try:
             self.start()
             deadline = None if seconds is None else time.monotonic() + seconds
+            next_watch = [time.monotonic() + 0.5]
             while not self._stop.wait(0.1):
                 if on_tick is not None:
                     on_tick(self)
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                if self._stream is not None and not self._stream.active:
-                    lost = True
+                lost = self._input_lost(next_watch)
+                if lost:
                     break
         except KeyboardInterrupt:
             pass
@@ -626,7 +834,7 @@ class AudioSource:
         if self._error is not None:
             raise self._error
         if lost:
-            raise AudioDeviceError(f"audio stream from {self.device['name']} stopped by itself (device lost?); {stats.line()}")
+            raise AudioStreamLost(f"audio input {self.device['name']} lost: {lost}; {stats.line()}")
         return stats
 
     def __enter__(self) -> "AudioSource":
