@@ -105,6 +105,43 @@ class OrtState:
         self.windows.zero(streams)
 
 
+_ORT_TYPES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)"}
+
+
+def check_io(session: Any, bundle: ModelBundle, path: Any, dtype: np.dtype) -> None:
+    """Check every input and output of an ONNX Runtime session against the bundle's metadata.
+
+    Names, element type and every fixed dimension after the batch axis must be what
+    ``model.json`` describes (``frame`` (3, 360), ``salience`` (361,), each state's shape),
+    so a mismatched file fails here with one line instead of inside the first step.
+
+    Raises
+    ------
+    ModelError
+        Naming the file, the tensor and what differs.
+    """
+    meta = bundle.root / "model.json"
+    want = _ORT_TYPES[np.dtype(dtype)]
+    shapes = {"frame": (3, 360), "salience": (361,)}
+    for spec in bundle.states:
+        shapes[spec.input_name] = shapes[spec.output_name] = tuple(spec.shape)
+    for kind, args, names in (("input", session.get_inputs(), ["frame"] + [s.input_name for s in bundle.states]),
+                              ("output", session.get_outputs(), ["salience"] + [s.output_name for s in bundle.states])):
+        got = {a.name: a for a in args}
+        missing = [n for n in names if n not in got]
+        if missing:
+            raise ModelError(f"{path} has no {kind} {missing[0]!r} (and {len(missing) - 1} more) that {meta} describes"
+                             if len(missing) > 1 else f"{path} has no {kind} {missing[0]!r} that {meta} describes")
+        for name in names:
+            a, shape = got[name], shapes[name]
+            if a.type != want:
+                raise ModelError(f"{path}: {kind} {name!r} is {a.type}, but {meta} needs {want} for this file")
+            dims = list(a.shape or [])
+            if len(dims) != len(shape) + 1 or any(isinstance(d, int) and d != e for d, e in zip(dims[1:], shape)):
+                raise ModelError(f"{path}: {kind} {name!r} has shape {dims}, but {meta} says (batch, "
+                                 f"{', '.join(map(str, shape))})")
+
+
 def _bind_array(bind: Any, name: str, arr: NDArray) -> None:
     bind(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
 
@@ -150,6 +187,7 @@ class OrtEngine:
         if names != expected:
             raise ModelError(f"{path} inputs do not match {bundle.root / 'model.json'} "
                              f"(missing {sorted(expected - names)[:3]}, unexpected {sorted(names - expected)[:3]})")
+        check_io(self.session, bundle, path, self.dtype)
         self._own = self.new_state(1)
 
     def new_state(self, n_streams: int = 1) -> OrtState:

@@ -109,7 +109,12 @@ class OscSink:
     latency_samples : int [samples]
         0 (sending adds no audio delay).
     sent, dropped : int
-        Bundles sent, and bundles the socket refused (full buffer, network error).
+        Bundles sent, and bundles that could not be sent (full buffer, network error).
+    refused : int
+        Sends that reported "connection refused": nobody listened at the target when an
+        earlier bundle arrived (an ICMP port unreachable came back). Counted and logged
+        once; the bundle of that call is sent again at once, and sending goes on, so a
+        receiver started later gets everything from then on.
 
     Raises
     ------
@@ -119,7 +124,9 @@ class OscSink:
     Notes
     -----
     Sending to a UDP port nobody listens on is not an error (UDP has no connection); the
-    receiver may start later. The socket is non-blocking: a full send buffer drops the bundle
+    receiver may start later. The socket is connected to the target (when the address allows
+    it), so the kernel reports the ICMP errors of a closed port (``refused``) instead of
+    dropping them silently. The socket is non-blocking: a full send buffer drops the bundle
     rather than stall the audio worker.
     """
 
@@ -152,14 +159,21 @@ class OscSink:
         if allow_broadcast:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setblocking(False)
+        try:
+            sock.connect(addr)  # UDP: only fixes the destination; nothing is sent
+            self._connected = True
+        except OSError:         # e.g. no route now: send each bundle with sendto instead
+            self._connected = False
         self.host, self.port, self.prefix = host, port, prefix
         self.address = addr
         self.epoch = epoch
         self.notes = notes
         self.sent = 0
         self.dropped = 0
+        self.refused = 0
         self._sock: socket.socket | None = sock
         self._warned = False
+        self._warned_refused = False
         p = prefix
         types = {"frame": "i", "f0": "f", "midi": "f", "voicing": "i", "confidence": "f", "loudness": "f",
                  "note/on": "ii", "note/off": "i"}
@@ -221,14 +235,25 @@ class OscSink:
             except Exception:
                 pass
 
-    def _sendto(self, data: bytes) -> None:
+    def _send_once(self, data: bytes) -> None:
         assert self._sock is not None
-        try:
+        if self._connected:
+            self._sock.send(data)
+        else:
             self._sock.sendto(data, self.address)
+
+    def _sendto(self, data: bytes) -> None:
+        try:
+            try:
+                self._send_once(data)
+            except ConnectionRefusedError:  # an earlier bundle found nobody listening; this one is not sent yet
+                self.refused += 1
+                if not self._warned_refused:
+                    self._warned_refused = True
+                    log.warning("OSC: nobody listens at %s:%s (connection refused); still sending", self.host, self.port)
+                self._send_once(data)
             self.sent += 1
-        except ConnectionRefusedError:   # ICMP port unreachable from an earlier datagram: not an error
-            self.sent += 1
-        except OSError as exc:           # full buffer (BlockingIOError), network down, ...
+        except OSError as exc:           # full buffer (BlockingIOError), network down, refused again...
             self.dropped += 1
             if not self._warned:
                 self._warned = True

@@ -468,15 +468,21 @@ class Tracker:
         self.timings.add_block(t1 - t0, clock() - t0)
 
     def _store_power(self, x: NDArray) -> None:
-        """Squared input samples into the loudness history (non-finite -> 0)."""
+        """Squared input samples into the loudness history (non-finite -> 0).
+
+        Squared in float64, so no float32 sample overflows (a float32 square of 1e20 would be
+        inf, and read as silence); a float64 sample whose square overflows counts as 0 like
+        NaN and inf, without a RuntimeWarning on the console.
+        """
         cap = self._power.shape[0]
         n = x.shape[0]
         start = self.samples_in % cap
         first = min(n, cap - start)
-        for dst, src in ((self._power[start : start + first], x[:first]), (self._power[: n - first], x[first:])):
-            if src.shape[0]:
-                np.square(src, out=dst)
-                np.nan_to_num(dst, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for dst, src in ((self._power[start : start + first], x[:first]), (self._power[: n - first], x[first:])):
+                if src.shape[0]:
+                    np.square(src, out=dst, dtype=np.float64)
+                    np.nan_to_num(dst, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         self.samples_in += n
 
     def _loudness_db(self, centre: float) -> float:
