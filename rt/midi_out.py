@@ -9,8 +9,8 @@ Three layers, so the musical decisions are testable without a port:
 - :class:`MidiSink`: the port I/O. It tracks what it has really sent, so every note-on gets its
   note-off on :meth:`MidiSink.close`, at interpreter exit (``atexit``), when garbage collected,
   and through :func:`close_on_signals` (SIGINT/SIGTERM, installed by the CLI, never here).
-  A failing port (device gone, server stopped) marks the sink dead; it never raises into the
-  audio worker.
+  A failing port (device gone, server stopped, a named port that went away) marks the sink
+  dead, is counted in ``errors`` and logged once; it never raises into the audio worker.
 
 Musical behaviour (one voice, the singer's):
 
@@ -625,6 +625,17 @@ class MidiSink:
         Name of the opened port.
     alive : bool
         False once the port failed; later frames are dropped.
+    errors : int
+        Failures counted (a send that raised, RtMidi's error callback, the named port gone);
+        the first one is logged as a warning, once.
+
+    Notes
+    -----
+    A named port is looked for among the API's ports every :attr:`PORT_CHECK_FRAMES` frames
+    (JACK keeps our own output port when the receiver's client closes, so sending would go
+    on into nothing without a word). The libjack that python-rtmidi bundles prints its
+    complaints to stderr (three lines when the server dies, three more on close); they are
+    silenced, since the sink reports failures itself.
 
     Raises
     ------
@@ -633,6 +644,8 @@ class MidiSink:
     """
 
     latency_samples = 0
+    #: Frames between checks that a named output port still exists (1 s at 10 ms hops).
+    PORT_CHECK_FRAMES = 100
 
     def __init__(
         self,
@@ -660,9 +673,13 @@ class MidiSink:
         self._sounding: set[tuple[int, int]] = set()   # (channel 0..15, note) really sent
         self._channels: set[int] = set()
         self._out: Any = None
+        self._watch_port = not virtual
+        self._since_check = 0
         if (port_name is None) == (not virtual):
             raise MidiPortError("choose one MIDI output: a port name (--midi-port NAME) or a virtual port (--virtual)")
         api_id = _api_id(api)
+        if api in ("auto", "jack"):
+            _quiet_bundled_libjack()
         try:
             out = rtmidi.MidiOut(api_id, name=client_name)
         except Exception as exc:
@@ -706,6 +723,27 @@ class MidiSink:
                 log.exception("MIDI note logic failed on frame %s", frame.index)
                 return
             self._emit(msgs)
+            if self._watch_port:
+                self._since_check += 1
+                if self._since_check >= self.PORT_CHECK_FRAMES:
+                    self._since_check = 0
+                    self._check_port()
+
+    def _check_port(self) -> None:
+        """Mark the sink dead when the named port is no longer among the API's ports."""
+        try:
+            ports = list(self._out.get_ports())
+        except Exception:   # cannot tell; the next send will
+            return
+        if self.port not in ports:
+            self._fail(f"port {self.port} went away")
+
+    def _fail(self, reason: str) -> None:
+        """Count a failure; the first one stops MIDI output and is logged, once."""
+        self.errors += 1
+        if self.alive:
+            self.alive = False
+            log.warning("MIDI port %s failed (%s); MIDI output stopped", getattr(self, "port", "?"), reason)
 
     def close(self) -> None:
         """Note-off for every sounding note, then CC123 + CC121; close the port. Idempotent."""
@@ -765,10 +803,7 @@ class MidiSink:
 
         if kind == rtmidi.ERRORTYPE_DEBUG_WARNING:
             return
-        self.errors += 1
-        if self.alive:
-            self.alive = False
-            log.warning("MIDI port %s failed (%s); MIDI output stopped", getattr(self, "port", "?"), message)
+        self._fail(message)
 
     def _emit(self, msgs: Sequence[mido.Message]) -> None:
         for msg in msgs:
@@ -780,14 +815,52 @@ class MidiSink:
             try:
                 self._out.send_message(msg.bytes())
             except Exception as exc:        # device gone / server stopped: never raise into the worker
-                self.alive = False
-                self.errors += 1
-                log.warning("MIDI port %s failed (%s); MIDI output stopped", getattr(self, "port", "?"), exc)
+                self._fail(str(exc))
                 return
             if msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0):
                 self._sounding.discard(key)
             if hasattr(msg, "channel"):
                 self._channels.add(msg.channel)
+
+
+_quiet_state: dict[str, Any] = {}
+
+
+def _quiet_bundled_libjack() -> None:
+    """Point the error and info printers of python-rtmidi's own libjack at a no-op (once).
+
+    The wheel bundles a private copy of libjack (``python_rtmidi.libs/libjack-*.so``, not the
+    system one PortAudio uses, which PortAudio already silences). The no-op is compiled code,
+    so libjack's threads call it without the GIL. Nothing happens when no bundled copy is found.
+    """
+    if _quiet_state:
+        return
+    _quiet_state["done"] = True
+    import ctypes
+    import glob
+
+    import rtmidi
+
+    base = Path(rtmidi.__file__).resolve().parent.parent
+    libs = sorted(glob.glob(str(base / "python_rtmidi*" / "libjack*.so*")))
+    if not libs:
+        return
+    try:
+        lib = ctypes.CDLL(libs[0])
+        from numba import cfunc, types
+
+        @cfunc(types.void(types.voidptr), cache=True)
+        def _silent(message):  # type: ignore[no-untyped-def]  # pragma: no cover - machine code
+            pass
+
+        for name in ("jack_set_error_function", "jack_set_info_function"):
+            setter = getattr(lib, name)
+            setter.argtypes = (ctypes.c_void_p,)
+            setter.restype = None
+            setter(ctypes.c_void_p(_silent.address))
+        _quiet_state["printer"] = _silent  # keep the machine code alive
+    except Exception:   # an unusual build: leave its messages alone
+        return
 
 
 def _drain(seconds: float = 0.05) -> None:
