@@ -154,6 +154,21 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
 
+def restart_interrupted_calls(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+    """Let system calls that a signal interrupts resume (SA_RESTART), after ``signal.signal``.
+
+    Python's handlers make a signal interrupt blocking calls with EINTR; Python retries its
+    own, but C libraries do not: a SIGINT landing in one of libjack's requests made
+    ``Pa_StartStream`` fail ("Could not read result") and, at exit, made ``Pa_Terminate``
+    abort the process (pa_jack.c asserts that ``jack_deactivate`` succeeded). The Python
+    handler still runs; sleeps and ``select`` still return early (Linux never restarts them).
+    ``signal.signal`` resets this, so call it after every handler change.
+    """
+    if threading.current_thread() is threading.main_thread():
+        for s in signals:
+            signal.siginterrupt(s, False)
+
+
 def _interrupted(signum: int) -> int:
     """Report a stop by ``signum``; the exit status is 128 + signum (130, 143), as shells show it."""
     print(signal_message(signum), file=sys.stderr)
@@ -207,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         atexit.register(_leave_now)  # registered first, so it runs after every other exit handler
     _received.clear()
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    restart_interrupted_calls()
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(_LogLine(debug))  # type: ignore[arg-type]
@@ -286,6 +302,7 @@ def _exit_on_signals(code: int) -> None:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, leave)
+    restart_interrupted_calls()
 
 
 def _describe(exc: BaseException) -> str:

@@ -301,8 +301,11 @@ def _live(args: argparse.Namespace) -> int:
                              pre=chain.process if chain is not None else None)
         holder["src"] = source
         if threading.current_thread() is threading.main_thread():
+            from .cli import restart_interrupted_calls
+
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, on_signal)
+            restart_interrupted_calls()  # a signal must not fail PortAudio's JACK requests
         print(f"melodyrt live: {device['name']} [{device['hostapi']}] at {rate} Hz, {source_cfg.blocksize}-frame "
               f"blocks, model {bundle.name}, engine {tracker.engine.name}"
               + (" (UNTRAINED model)" if _is_untrained(bundle) else ""))
@@ -317,17 +320,22 @@ def _live(args: argparse.Namespace) -> int:
         trouble = _sink_trouble(sinks)
         if trouble:
             print(trouble)
-    except BaseException:
+    except BaseException as exc:
         if "src" in holder:
             holder["src"].stop()  # closes every sink once (idempotent: run() may have done it)
         else:
             for s in sinks:
                 with contextlib.suppress(Exception):
                     s.close()
-        raise
+        if not (stopped_by and isinstance(exc, MelodyRTError)):  # asked to stop: that is the news
+            raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if previous:
+            from .cli import restart_interrupted_calls
+
+            restart_interrupted_calls()
     if stopped_by:
         from .cli import signal_message
 
