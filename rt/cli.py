@@ -213,32 +213,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 on a user error, 3 when the audio input was lost, 130 when
         interrupted (SIGINT), 143 when terminated (SIGTERM).
     """
-    import logging
-
-    debug = bool(os.environ.get("MELODYRT_DEBUG"))
     in_main = threading.current_thread() is threading.main_thread()
     program = argv is None and in_main
-    if program:
-        atexit.register(_leave_now)  # registered first, so it runs after every other exit handler
-    _received.clear()
+    _received.clear()  # handlers first: nothing before them but this function's call
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     restart_interrupted_calls()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(_LogLine(debug))  # type: ignore[arg-type]
-    logger = logging.getLogger(PROG)
-    logger.addHandler(handler)
     code = 1
+    logger = handler = None
     try:
+        if program:
+            atexit.register(_leave_now)  # registered first, so it runs after every other exit handler
+        import logging
+
+        debug = bool(os.environ.get("MELODYRT_DEBUG"))
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(_LogLine(debug))  # type: ignore[arg-type]
+        logger = logging.getLogger(PROG)
+        logger.addHandler(handler)
         code = _run(argv, debug)
+    except KeyboardInterrupt:  # before _run's own handling began
+        code = _interrupted(signal.SIGINT)
+    except Terminated:
+        code = _interrupted(signal.SIGTERM)
     finally:
-        logger.removeHandler(handler)
         _exit_code[0] = code
         if program:  # a late signal ends the program with this result
             _exit_on_signals(code)
         else:
             for s, h in previous.items():
                 signal.signal(s, h)
+        if logger is not None:
+            logger.removeHandler(handler)
     return code
 
 
