@@ -609,8 +609,11 @@ def _signal_try(run: LiveRun, sig: int, delay: float, rx: MidiReceiver) -> dict[
     out = run.stdout()
     stuck = stuck_notes(rx.take())
     normal_end = "frames in" in out and "dropped sample(s)" in out
-    python_startup = (rc in (1, -signal.SIGINT) and "KeyboardInterrupt" in "\n".join(err)
-                      and "in main" not in "\n".join(err) and not out)
+    text = "\n".join(err)
+    # A SIGINT while Python itself starts (site, the editable install's finder, the console
+    # script's first import) meets Python's default handler: its traceback has no frame of rt/.
+    python_startup = (rc in (1, -signal.SIGINT) and "KeyboardInterrupt" in text and not out
+                      and str(HERE.parent / "rt") not in text)
     if rc is None:
         verdict = "hang"
     elif stuck:
