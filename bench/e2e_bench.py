@@ -89,9 +89,8 @@ class JackServer:
 
     def __init__(self, rate: int, period: int, name: str = "melodyrt-bench", start: bool = True,
                  log: Path | None = None) -> None:
-        # A private server's name carries our pid: two runs on one machine (a bench beside
-        # the tests) must never share, or stop, each other's server.
-        name = f"{name}-{os.getpid()}" if start else name
+        if start:
+            name = free_server_name(name)
         self.name, self.proc = name, None
         self.log_text = ""
         self._old = os.environ.get("JACK_DEFAULT_SERVER")
@@ -327,6 +326,22 @@ def drift(times_s: np.ndarray, latencies_ms: np.ndarray) -> dict[str, float]:
         slope = float(np.polyfit(times_s / 60.0, latencies_ms, 1)[0])
     return {"first_p50_ms": float(np.median(latencies_ms[:k])), "last_p50_ms": float(np.median(latencies_ms[-k:])),
             "slope_ms_per_min": slope}
+
+
+def free_server_name(base: str, tries: int = 4) -> str:
+    """``base``, or ``base-2`` ... when a server of that name is already running.
+
+    Two runs on one machine (a bench beside the tests) must never share, or stop, each
+    other's server. A fixed short list of names, rather than one per process id, because
+    JACK reclaims a dead server's slot (8 per machine) only when a server of the same name
+    starts again.
+    """
+    for k in range(1, tries + 1):
+        name = base if k == 1 else f"{base}-{k}"
+        probe = subprocess.run(["jack_wait", "-s", name, "-c"], capture_output=True, text=True)
+        if probe.stdout.strip() != "running":
+            return name
+    raise Unavailable(f"JACK servers {base!r} to {base}-{tries} are all running already")
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ import pytest
 
 pytestmark = pytest.mark.jack
 
-SERVER = f"melodyrt-test-{os.getpid()}"  # never shared with a concurrent run
+SERVER = "melodyrt-test"
 RATE, PERIOD = 48000, 1024  # correctness, not latency: see the module docstring
 
 
