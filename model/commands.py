@@ -92,13 +92,18 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint (.pt) from melodyrt train")
     p.add_argument("--out", required=True, help="bundle folder to write (step.onnx, step.fp16.onnx, model.json)")
     p.add_argument("--frames", type=int, default=300, help="frames of real features used to validate the export")
+    p.add_argument("--name", help="model name in model.json (default: the model config's, e.g. rt2)")
+    p.add_argument("--version", help="model version in model.json (default: this melodyrt's model version)")
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     from .export import export_bundle
 
-    meta = export_bundle(args.checkpoint, args.out, n_validate=args.frames)
+    from .export import MODEL_VERSION
+
+    meta = export_bundle(args.checkpoint, args.out, n_validate=args.frames, name=args.name,
+                         version=args.version or MODEL_VERSION)
     v = meta["validation"]
     print(f"wrote {args.out}: {meta['model_name']} {meta['model_version']}, {len(meta['states'])} states")
     for k, val in v.items():

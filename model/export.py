@@ -69,8 +69,12 @@ def _torch_run(step: StreamingStep, frames: np.ndarray, dtype: torch.dtype) -> n
 
 
 def export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int = 300,
-                  audio: np.ndarray | None = None) -> dict[str, Any]:
+                  audio: np.ndarray | None = None, name: str | None = None,
+                  version: str = MODEL_VERSION) -> dict[str, Any]:
     """Export ``checkpoint`` into ``out_dir`` and validate it.
+
+    ``name`` (default: the model config's name) and ``version`` label the bundle
+    (``model_name``, ``model_version`` in ``model.json``; ``ModelBundle.name``).
 
     Returns
     -------
@@ -88,13 +92,13 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int =
     # machine made them ten times slower.
     torch.set_num_threads(1)
     try:
-        return _export_bundle(checkpoint, out_dir, n_validate, audio)
+        return _export_bundle(checkpoint, out_dir, n_validate, audio, name, version)
     finally:
         torch.set_num_threads(threads)
 
 
 def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
-                   audio: np.ndarray | None) -> dict[str, Any]:
+                   audio: np.ndarray | None, name: str | None, version: str) -> dict[str, Any]:
     ckpt = load_checkpoint(checkpoint)
     model, stats = model_from_checkpoint(ckpt)
     if not model.cfg.causal:
@@ -146,8 +150,8 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
     meta: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_name": model.cfg.name,
-        "model_version": MODEL_VERSION,
+        "model_name": name or model.cfg.name,
+        "model_version": version,
         "onnx": {"fp32": fp32_path.name, "fp16": fp16_path.name},
         "sha256": {p.name: sha256_of(p) for p in (fp32_path, fp16_path, out / "checkpoint.pt")},
         "io_dtypes": {"fp32": "float32 (all inputs and outputs)", "fp16": "float16 (all inputs and outputs)"},

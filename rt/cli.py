@@ -112,7 +112,8 @@ def _add_profile_options(parser: argparse.ArgumentParser) -> None:
     if "--model" in parser._option_string_actions and "--profile" not in parser._option_string_actions:
         parser.add_argument("--profile", choices=tuple(PROFILES),
                             help=f"packaged model to use instead of --model DIR (default {DEFAULT_PROFILE}): "
-                                 "low-latency (earlier note-on) or accurate; see the README's trade-off table")
+                                 "accurate, or low-latency (experimental: a 6.5 ms front end, lower accuracy, "
+                                 "no earlier note-on yet; see the README's trade-off table)")
 
 
 def _apply_profile(args: argparse.Namespace) -> None:
