@@ -153,3 +153,15 @@ def test_profile_picks_a_packaged_model_and_excludes_model(capsys, tmp_path):
     assert main(["demo", "--profile", "nonsense"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid choice: 'nonsense'" in err[0]
+
+
+def test_both_profiles_ship_a_model_and_low_latency_describes_more_recent_audio():
+    from melodyrt.rt.bundle import load_bundle, profile_dir
+    from melodyrt.rt.tracker import Tracker
+
+    acc = load_bundle(profile_dir("accurate"))
+    low = load_bundle(profile_dir("low-latency"))
+    assert acc.cfp.window == "asymmetric" and low.cfp.window == "multires"
+    d_acc = Tracker(48000, acc, backend="ort").latency(128, 0).algorithmic
+    d_low = Tracker(48000, low, backend="ort").latency(128, 0).algorithmic
+    assert (d_acc - d_low) / 48 == pytest.approx(20.94 - 6.54, abs=0.05)  # [ms] the CFP windows' delays
