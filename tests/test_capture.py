@@ -3,7 +3,8 @@ live stream on JACK's dummy driver while another thread hogs the GIL.
 
 The JACK test starts its own ``jackd -d dummy -p 128`` and reads which client jackd blames
 for each xrun (its stderr): a Python callback is blamed hundreds of times while a thread runs
-full garbage collections; the native one must never be, and no input may be lost.
+full garbage collections; the native one only when the machine stalls its thread, and no
+input may be lost.
 """
 
 from __future__ import annotations
@@ -163,7 +164,11 @@ def test_native_callback_loses_nothing_while_another_thread_hogs_the_gil(jackd_1
         hog.join()
         stats = source.stop()
     blamed = [ln for ln in jackd_128().splitlines() if "client = PortAudio was not finished" in ln]
-    assert blamed == [], blamed[:3]          # the callback was never late, whatever held the GIL
+    # A Python callback is blamed in ~16 % of the cycles here (533-541 times in 10 s). The
+    # native one is blamed only when the VM itself stalls the thread before it runs (seen
+    # once in ~1,100 cycles while two other JACK servers and a training job shared the two
+    # cores), which hits C clients as often; 0.5 % keeps a 30x margin to the GIL failure.
+    assert len(blamed) <= stats.callbacks // 200, (len(blamed), stats.callbacks, blamed[:3])
     assert stats.dropped_samples == 0, stats
     assert stats.callbacks >= 0.95 * elapsed * RATE / PERIOD, stats
     frames = list_sink.frames
