@@ -150,7 +150,26 @@ class Terminated(BaseException):
 _received: list[int] = []
 
 
+#: Code whose callbacks from C swallow exceptions ("Exception ignored on calling ctypes
+#: callback function", with a traceback on stderr): llvmlite calls back into Python while
+#: numba compiles or loads machine code.
+_NO_RAISE_IN = ("llvmlite",)
+
+
+def _inside_c_callback(frame: Any) -> bool:
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in _NO_RAISE_IN):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_signal(signum: int, frame: Any) -> None:
+    if _inside_c_callback(frame):
+        # Raising here would be printed and ignored: deliver the signal again a little later,
+        # once the interpreter is back in ordinary code.
+        threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+        return
     _received.append(signum)
     raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 

@@ -165,3 +165,25 @@ def test_both_profiles_ship_a_model_and_low_latency_describes_more_recent_audio(
     d_acc = Tracker(48000, acc, backend="ort").latency(128, 0).algorithmic
     d_low = Tracker(48000, low, backend="ort").latency(128, 0).algorithmic
     assert (d_acc - d_low) / 48 == pytest.approx(20.94 - 6.54, abs=0.05)  # [ms] the CFP windows' delays
+
+
+def test_a_signal_inside_numba_machinery_is_delivered_again_later(monkeypatch):
+    """Raising from a ctypes callback (llvmlite's, while numba loads code) is printed and
+    ignored; the handler re-sends the signal instead of raising there."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    from melodyrt.rt import cli
+
+    sent: list[int] = []
+    done = threading.Event()
+    monkeypatch.setattr(os, "kill", lambda pid, sig: (sent.append(sig), done.set()))
+    ns: dict = {}
+    exec(compile("def inside(h):\n    import sys\n    return h(15, sys._getframe())\n",
+                 "/site-packages/llvmlite/binding/fake.py", "exec"), ns)
+    assert ns["inside"](cli._on_signal) is None      # no exception inside llvmlite
+    assert done.wait(2.0) and sent == [signal.SIGTERM]
+    with pytest.raises(cli.Terminated):             # in ordinary code it raises at once
+        cli._on_signal(signal.SIGTERM, sys._getframe())
