@@ -347,7 +347,8 @@ def free_server_name(base: str, tries: int = 4) -> str:
 @contextlib.contextmanager
 def jack_rig(rate: int, period: int, server: str | None = None, name: str = "melodyrt-bench",
              log: Path | None = None) -> Iterator[JackServer]:
-    """A JACK server (private dummy one, ``NAME-PID``, unless ``server`` names a running one)
+    """A JACK server (a private dummy one named by :func:`free_server_name`, unless ``server``
+    names a running one)
     with PortAudio initialised on it; PortAudio is terminated before the server stops and
     initialised again afterwards.
 

@@ -1,18 +1,15 @@
 """The GIL-free input callback (rt/capture.py): the compiled callback called directly, and a
 live stream on JACK's dummy driver while another thread hogs the GIL.
 
-The JACK test starts its own ``jackd -d dummy -p 128`` and reads which client jackd blames
-for each xrun (its stderr): a Python callback is blamed hundreds of times while a thread runs
-full garbage collections; the native one only when the machine stalls its thread, and no
-input may be lost.
+The JACK test starts its own ``jackd -d dummy -p 128`` (the e2e bench's ``jack_rig``) and
+reads which client jackd blames for each xrun (its stderr): a Python callback is blamed
+hundreds of times while a thread runs full garbage collections; the native one only when
+the machine stalls its thread, and no input may be lost.
 """
 
 from __future__ import annotations
 
 import gc
-import os
-import shutil
-import subprocess
 import threading
 import time
 
@@ -90,44 +87,14 @@ RATE, PERIOD = 48000, 128
 
 @pytest.fixture
 def jackd_128():
-    """A private jackd (dummy driver, 128 frames); yields a function returning its stderr."""
-    if shutil.which("jackd") is None:
-        pytest.skip("jackd not installed (apt-get install jackd2 libportaudio2)")
-    try:
-        import sounddevice as sd
-    except OSError as exc:
-        pytest.skip(f"PortAudio not available: {exc}")
-    name = f"mrt-capture-{os.getpid()}"
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    old = os.environ.get("JACK_DEFAULT_SERVER")
-    os.environ["JACK_DEFAULT_SERVER"] = name
-    log: list[str] = []
-    try:
-        ok = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True)
-        if ok.returncode != 0 or proc.poll() is not None:
-            pytest.skip("jackd did not start")
-        sd._terminate()
-        sd._initialize()
+    """A private jackd (dummy driver, 128 frames) with PortAudio on it: the bench's rig."""
+    from melodyrt.bench.e2e_bench import Unavailable, jack_rig
 
-        def stderr_after_stop() -> str:
-            sd._terminate()
-            proc.terminate()
-            log.append(proc.communicate(timeout=10)[1].decode(errors="replace"))
-            return log[0]
-
-        yield stderr_after_stop
-    finally:
-        if proc.poll() is None:
-            sd._terminate()
-            proc.kill()
-            proc.wait()
-        if old is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = old
-        sd._initialize()
+    try:
+        with jack_rig(RATE, PERIOD, name="mrt-capture") as server:
+            yield server
+    except Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 def _gil_hog(stop: threading.Event) -> None:
@@ -163,7 +130,7 @@ def test_native_callback_loses_nothing_while_another_thread_hogs_the_gil(jackd_1
         stop.set()
         hog.join()
         stats = source.stop()
-    blamed = [ln for ln in jackd_128().splitlines() if "client = PortAudio was not finished" in ln]
+    blamed = [ln for ln in jackd_128.read_log().splitlines() if "client = PortAudio was not finished" in ln]
     # A Python callback is blamed in ~16 % of the cycles here (533-541 times in 10 s). The
     # native one is blamed only when the VM itself stalls the thread before it runs (seen
     # once in ~1,100 cycles while two other JACK servers and a training job shared the two
