@@ -55,6 +55,37 @@ def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     return (per * mask).sum() / mask.sum().clamp(min=1)
 
 
+def onset_weighted(target: Tensor, mask: Tensor, weight: float, frames: int) -> Tensor:
+    """``mask`` with the first ``frames`` voiced frames of every voiced run scaled by ``weight``.
+
+    Parameters
+    ----------
+    target : Tensor [shape=(B, T)] [int64] class per frame, 0 = unvoiced
+    mask : Tensor [shape=(B, T)] [float]
+    weight : float
+    frames : int [frames]
+
+    Returns
+    -------
+    Tensor [shape=(B, T)] [float]
+
+    Notes
+    -----
+    A run already voiced at the segment's first frame has no onset inside the segment and
+    is left alone.
+    """
+    if weight == 1.0:
+        return mask
+    voiced = target > 0
+    start = torch.zeros_like(voiced)
+    start[:, 1:] = voiced[:, 1:] & ~voiced[:, :-1]
+    near, run = start.clone(), start
+    for _ in range(1, frames):
+        run = F.pad(run[:, :-1], (1, 0)) & voiced  # the run's next frame, while it lasts
+        near |= run
+    return mask * torch.where(near, torch.tensor(float(weight)), torch.tensor(1.0))
+
+
 def sdms_loss(out: dict, target: Tensor, mask: Tensor, w: LossConfig) -> tuple[Tensor, dict[str, float]]:
     """Weighted SD-MS loss of one batch.
 
@@ -65,10 +96,11 @@ def sdms_loss(out: dict, target: Tensor, mask: Tensor, w: LossConfig) -> tuple[T
         Each unweighted term, for logging.
     """
     teacher = out["feat3"].detach() if w.detach_teacher else out["feat3"]
-    terms: dict[str, Tensor] = {"main": bce_rows(out["main_logits"], target, mask)}
+    sup = onset_weighted(target, mask, w.onset_weight, w.onset_frames)
+    terms: dict[str, Tensor] = {"main": bce_rows(out["main_logits"], target, sup)}
     if out.get("aux1_logits") is not None:
-        terms["aux1"] = bce_rows(out["aux1_logits"], target, mask)
-        terms["aux2"] = bce_rows(out["aux2_logits"], target, mask)
+        terms["aux1"] = bce_rows(out["aux1_logits"], target, sup)
+        terms["aux2"] = bce_rows(out["aux2_logits"], target, sup)
     terms["mse1"] = masked_mse(out["feat1"], teacher, mask)
     terms["mse2"] = masked_mse(out["feat2"], teacher, mask)
     loss = sum(getattr(w, k) * v for k, v in terms.items() if getattr(w, k) != 0.0)

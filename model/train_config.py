@@ -32,6 +32,11 @@ class LossConfig:
         Self-distillation MSE weights between feat1 / feat2 and the deepest map feat3.
     detach_teacher : bool
         Stop gradients through the teacher (deepest map), as in "Be Your Own Teacher".
+    onset_weight : float
+        Weight of the first ``onset_frames`` voiced frames of every labelled voiced run in the
+        BCE terms (1 = plain SD-MS). A causal model that calls a note's first frames silent
+        costs only a few frames of loss, yet every MIDI note-on waits for them.
+    onset_frames : int [frames]
     """
 
     main: float = 1.0
@@ -40,6 +45,15 @@ class LossConfig:
     mse1: float = 0.3
     mse2: float = 0.3
     detach_teacher: bool = True
+    onset_weight: float = 1.0
+    onset_frames: int = 2
+
+    def __post_init__(self) -> None:
+        from melodyrt.rt.errors import ConfigError
+
+        if not self.onset_weight > 0 or self.onset_frames < 1:
+            raise ConfigError(f"loss.onset_weight must be > 0 and loss.onset_frames >= 1, got "
+                              f"{self.onset_weight}, {self.onset_frames}")
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,40 @@ def test_sdms_loss_switches_follow_the_ablation():
     assert model.aux[0].weight.grad is not None and model.aux[0].weight.grad.abs().sum() > 0
 
 
+def test_onset_weight_scales_the_first_frames_of_each_voiced_run():
+    import dataclasses
+
+    from melodyrt.model.sdms import bce_rows, onset_weighted
+    from melodyrt.rt.errors import ConfigError
+
+    y = torch.tensor([[0, 5, 5, 5, 5, 0, 0, 7, 0, 3], [4, 4, 0, 2, 2, 2, 0, 0, 0, 0]])
+    w = onset_weighted(y, torch.ones(2, 10), 4.0, 3)
+    # runs already voiced at frame 0 have no onset in the segment; a run shorter than 3 frames ends the weighting
+    assert w.tolist() == [[1, 4, 4, 4, 1, 1, 1, 4, 1, 4], [1, 1, 1, 4, 4, 4, 1, 1, 1, 1]]
+    assert onset_weighted(y, torch.ones(2, 10), 1.0, 3).tolist() == torch.ones(2, 10).tolist()
+    # the mask still switches frames off
+    half = torch.ones(2, 10)
+    half[:, :4] = 0
+    assert onset_weighted(y, half, 4.0, 3)[0, :4].tolist() == [0, 0, 0, 0]
+    # an output that misses the onset frames (and only those) costs more with the weight
+    logits = torch.full((2, 361, 10), -5.0)
+    logits[:, 0, :] = 5.0                      # "unvoiced" everywhere
+    for b in range(2):
+        for t in range(10):
+            if w[b, t] == 1 and y[b, t] > 0:
+                logits[b, :, t] = -5.0
+                logits[b, y[b, t], t] = 5.0   # right wherever the frame is not an onset frame
+    out = {"main_logits": logits, "feat1": torch.randn(2, 1, 4, 10), "feat2": torch.randn(2, 1, 4, 10),
+           "feat3": torch.randn(2, 1, 4, 10)}
+    base = TrainConfig().replace(ablation="main").loss_weights
+    plain, _ = sdms_loss(out, y, torch.ones(2, 10), base)
+    heavy, _ = sdms_loss(out, y, torch.ones(2, 10), dataclasses.replace(base, onset_weight=4.0, onset_frames=3))
+    assert heavy.item() > 1.5 * plain.item()
+    assert plain.item() == pytest.approx(bce_rows(logits, y, torch.ones(2, 10)).item(), rel=1e-6)
+    with pytest.raises(ConfigError):
+        TrainConfig.from_dict({"loss": {"onset_weight": 0.0}})
+
+
 @needs_data
 def test_small_training_run_loss_falls_and_resumes(tmp_path):
     cfg = tiny_config(tmp_path)
