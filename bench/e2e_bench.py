@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -80,40 +81,176 @@ def make_signal(n_phrases: int, rate: int, seed: int = 0) -> tuple[np.ndarray, l
     return voice.astype(np.float32), phrases
 
 
+def stale_server_files(name: str) -> list[str]:
+    """What a JACK2 server named ``name`` keeps in /dev/shm while it runs (its engine segment,
+    its ``system`` and ``freewheel`` semaphores) and leaves behind, with its registry slot, when
+    it dies without a clean stop; a clean stop (SIGTERM) removes them. [] without /dev/shm."""
+    try:
+        entries = os.listdir(_SHM)
+    except OSError:
+        return []
+    n = re.escape(name)
+    own = re.compile(rf"jack_{n}_\d+_\d+|jack_sem\.\d+_{n}_(?:system|freewheel)")
+    return sorted(e for e in entries if own.fullmatch(e))
+
+
+def server_running(name: str) -> bool:
+    """Whether a JACK server ``name`` answers (``jack_wait -c``; never starts one)."""
+    probe = subprocess.run(["jack_wait", "-s", name, "-c"], capture_output=True, text=True)
+    return probe.stdout.strip() == "running"
+
+
+def reclaim_server(name: str, timeout: float = 10.0) -> bool:
+    """Free the registry slot and /dev/shm files of a dead JACK server ``name``.
+
+    JACK2 keeps 8 server slots per machine; a server that was killed (or crashed) keeps its
+    slot, semaphores and segments until a server of the same name starts again (it takes the
+    slot over), and a clean stop of that one frees them. So: start a bare dummy server of that
+    name and stop it with SIGTERM. Nothing is done while a server of that name runs (it has
+    taken the slot over already) or when nothing of it is left. True if it was reclaimed.
+
+    Measured with jackd 1.9.21: after ``kill -9`` the slot (with the dead pid), ``jack_<name>_0_0``
+    and ``jack_sem.0_<name>_{system,freewheel}`` stay and ``jack_wait -c`` says "not running";
+    start + SIGTERM of the same name removes them all. Semaphores of the dead server's clients
+    (``jack_sem.0_<name>_<client>``, files only, no slot) stay until that client name opens and
+    closes again on a server of that name: bounded, because the names are fixed.
+    """
+    if not stale_server_files(name) or server_running(name):
+        return False
+    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
+    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+    try:
+        subprocess.run(["jack_wait", "-s", name, "-w", "-t", str(int(timeout))], capture_output=True)
+    finally:
+        _stop(proc, timeout)
+    return proc.returncode == 0
+
+
+def _stop(proc: "subprocess.Popen[bytes]", timeout: float) -> None:
+    """SIGTERM (jackd's clean stop), SIGKILL after ``timeout`` [s]; reaped."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+_SHM = "/dev/shm"  # JACK2's tmpdir on Linux (``jackd --version``)
+
+
 class JackServer:
     """A private ``jackd -d dummy`` (or none when ``name`` is an already running server).
 
-    jackd's stderr goes to ``log`` (default: a temporary file, read into :attr:`log_text` on
-    :meth:`close`): it names the client to blame for every xrun (:func:`jackd_xruns`).
+    The name is the first free one of :func:`free_server_name`'s fixed short list, never one
+    per process: a server that dies uncleanly keeps its registry slot until its name starts
+    again. jackd's stderr goes to ``log`` (default: a temporary file, read into
+    :attr:`log_text` on :meth:`close`): it names the client to blame for every xrun
+    (:func:`jackd_xruns`).
+
+    :meth:`close` stops it cleanly (SIGTERM, SIGKILL after ``stop_timeout`` [s]) and, when it
+    did not stop cleanly (killed, crashed), reclaims its slot (:func:`reclaim_server`). Fault
+    tests kill it on purpose with :meth:`kill` and bring it back with :meth:`restart`.
+    ``default``: make it this process's ``JACK_DEFAULT_SERVER`` until :meth:`close`.
     """
 
     def __init__(self, rate: int, period: int, name: str = "melodyrt-bench", start: bool = True,
-                 log: Path | None = None) -> None:
-        if start:
-            name = free_server_name(name)
-        self.name, self.proc = name, None
+                 log: Path | None = None, *, default: bool = True, tries: int = 3, timeout: float = 15.0,
+                 stop_timeout: float = 5.0) -> None:
+        self.rate, self.period, self.name = rate, period, name
+        self.proc: subprocess.Popen[bytes] | None = None
         self.log_text = ""
+        self.stop_timeout = stop_timeout
+        self._timeout = timeout
+        self._default = default
         self._old = os.environ.get("JACK_DEFAULT_SERVER")
         self._log_path: Path | None = None
         self._own_log = log is None
         if start:
-            jackd = shutil.which("jackd")
-            if jackd is None or shutil.which("jack_wait") is None:
+            if shutil.which("jackd") is None or shutil.which("jack_wait") is None:
                 raise Unavailable("jackd not installed (apt-get install --no-install-recommends jackd2 libportaudio2)")
             if log is None:
                 fd, tmp = tempfile.mkstemp(prefix="jackd-", suffix=".log")
                 os.close(fd)
                 log = Path(tmp)
             self._log_path = log
-            env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
-            with open(log, "wb") as err:  # jackd writes unbuffered; never a pipe nobody drains
-                self.proc = subprocess.Popen([jackd, "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
-                                             stdout=subprocess.DEVNULL, stderr=err, env=env)
-        os.environ["JACK_DEFAULT_SERVER"] = name
-        ok = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True)
-        if ok.returncode != 0 or (self.proc is not None and self.proc.poll() is not None):
-            self.close()
-            raise Unavailable(f"JACK server {name!r} did not start{': ' + self.log_text.strip()[-300:] if self.log_text else ''}")
+            log.write_bytes(b"")
+            why = "no try"
+            for k in range(max(1, tries)):
+                if k:
+                    time.sleep(0.5)
+                self.name = free_server_name(name)  # again: another run may have taken it meanwhile
+                why = self._spawn()
+                if not why:
+                    break
+                self._stop_and_reclaim()
+            if why:
+                self.close()
+                raise Unavailable(f"JACK server {self.name!r} did not start: {why}")
+        else:
+            ok = subprocess.run(["jack_wait", "-s", name, "-w", "-t", "10"], capture_output=True, text=True)
+            if ok.returncode != 0:
+                raise Unavailable(f"JACK server {name!r} is not running")
+        if default:
+            os.environ["JACK_DEFAULT_SERVER"] = self.name
+
+    def _spawn(self) -> str:
+        """Start ``jackd -n NAME``; "" once it answers, else why not (its last log line)."""
+        assert self._log_path is not None
+        env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
+        with open(self._log_path, "ab") as err:  # jackd writes unbuffered; never a pipe nobody drains
+            self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", str(self.rate),
+                                          "-p", str(self.period)], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        end = time.monotonic() + self._timeout
+        while self.proc.poll() is None and time.monotonic() < end:
+            if server_running(self.name):
+                time.sleep(0.1)  # a second jackd of a taken name exits at once ("server already active")
+                if self.proc.poll() is None:
+                    return ""
+                break
+            time.sleep(0.1)
+        lines = self.read_log().strip().splitlines()
+        state = f"exit {self.proc.returncode}" if self.proc.poll() is not None else f"no answer in {self._timeout:g} s"
+        return f"{state}: {lines[-1]}" if lines else state
+
+    @property
+    def running(self) -> bool:
+        """Our jackd process is alive (False for a server we did not start)."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
+        """Send ``sig`` to the server (a fault test's crash); wait for it to end; its exit status.
+        Its slot is not reclaimed here (:meth:`restart` or :meth:`close` do)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def restart(self) -> None:
+        """Start the server again under the same name (which also takes over the slot a
+        killed one left); the old one is stopped first if it still runs."""
+        if self.proc is None:
+            raise Unavailable(f"JACK server {self.name!r} is not ours to restart")
+        _stop(self.proc, self.stop_timeout)
+        why = self._spawn()
+        if why:
+            self._stop_and_reclaim()
+            raise Unavailable(f"JACK server {self.name!r} did not start again: {why}")
+
+    def _stop_and_reclaim(self) -> None:
+        if self.proc is None:
+            return
+        _stop(self.proc, self.stop_timeout)
+        if self.proc.returncode != 0 or stale_server_files(self.name):
+            reclaim_server(self.name)
 
     def read_log(self) -> str:
         """jackd's stderr so far ("" for a server we did not start)."""
@@ -125,19 +262,20 @@ class JackServer:
             return self.log_text
 
     def close(self) -> None:
-        from .jack_probe import stop_process
-
-        if self.proc is not None:
-            stop_process(self.proc)
+        """Stop the server cleanly and reclaim what an unclean end left; restore the environment.
+        Safe to call twice."""
+        self._stop_and_reclaim()
         if self._log_path is not None:
             self.log_text = self.read_log()
             if self._own_log:
                 self._log_path.unlink(missing_ok=True)
             self._log_path = None
-        if self._old is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = self._old
+        if self._default:
+            self._default = False
+            if self._old is None:
+                os.environ.pop("JACK_DEFAULT_SERVER", None)
+            else:
+                os.environ["JACK_DEFAULT_SERVER"] = self._old
 
 
 _XRUN_LINE = re.compile(r"JackEngine::XRun: client = (.+?) was not finished")
@@ -338,8 +476,7 @@ def free_server_name(base: str, tries: int = 4) -> str:
     """
     for k in range(1, tries + 1):
         name = base if k == 1 else f"{base}-{k}"
-        probe = subprocess.run(["jack_wait", "-s", name, "-c"], capture_output=True, text=True)
-        if probe.stdout.strip() != "running":
+        if not server_running(name):
             return name
     raise Unavailable(f"JACK servers {base!r} to {base}-{tries} are all running already")
 

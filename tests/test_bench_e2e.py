@@ -131,12 +131,14 @@ def private_jack():
     pytest.importorskip("jack", reason="JACK-Client not installed")
     from melodyrt.bench.e2e_bench import JackServer, Unavailable
 
-    try:
-        js = JackServer(48000, 256, name="melodyrt-probe-test")  # the name gets our pid
+    try:  # melodyrt-probe-test, or -2 ... when that runs already (free_server_name): never a pid
+        js = JackServer(48000, 256, name="melodyrt-probe-test")
     except Unavailable as exc:
         pytest.skip(str(exc))
-    yield js
-    js.close()
+    try:
+        yield js
+    finally:
+        js.close()
 
 
 @pytest.mark.jack

@@ -18,8 +18,10 @@ Two limits of JACK2 shape the set-up. Its libjack serves one server per process,
 process only ever talks to one private server (:func:`shared_jack`); the server that gets
 killed has its feeder in a child process (:data:`FEEDER_SCRIPT`). And its registry keeps
 at most 8 servers, and a server killed with SIGKILL keeps its slot until a server of the
-same name starts again, so the killed server is restarted and stopped cleanly afterwards
-(:meth:`JackServer.reclaim`).
+same name starts again: both servers have fixed names (the bench's
+:class:`~melodyrt.bench.e2e_bench.JackServer`, never a pid), the killed one is restarted
+under its name (which takes the slot over) and every server is stopped cleanly at the end,
+a dead one's slot reclaimed (tests/test_jack_slots.py checks that).
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pytest
 
 from melodyrt.rt.bundle import DEFAULT_BUNDLE, load_bundle, sha256_of
+
+if TYPE_CHECKING:
+    from melodyrt.bench.e2e_bench import JackServer
 
 SCRIPT = Path(sys.executable).parent / "melodyrt"
 RATE, PERIOD = 48000, 256
@@ -75,51 +80,16 @@ def need_jack() -> None:
         pytest.skip(f"no packaged model at {DEFAULT_BUNDLE}")
 
 
-class JackServer:
-    """A private ``jackd -d dummy`` server."""
+def private_server(name: str) -> "JackServer":
+    """A private ``jackd -d dummy`` under the fixed base ``name`` (the bench's
+    :class:`~melodyrt.bench.e2e_bench.JackServer`: the first free name of a short fixed list,
+    a clean stop, the slot of a killed server reclaimed); skip when it does not start."""
+    from melodyrt.bench.e2e_bench import JackServer, Unavailable
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "JackServer":
-        env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
-        for _ in range(3):
-            self.proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-            ok = subprocess.run(["jack_wait", "-s", self.name, "-w", "-t", "15"], capture_output=True).returncode == 0
-            if ok and self.proc.poll() is None:
-                return self
-            self.stop()
-            time.sleep(0.5)
-        err = self.proc.stderr.read().decode(errors="replace").strip().splitlines() if self.proc.stderr else []
-        pytest.skip(f"jackd -n {self.name} did not start: {err[-1] if err else 'no message'}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the server with ``sig``; its registry slot is then freed (:meth:`reclaim`)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.reclaim()
-
-    def reclaim(self) -> None:
-        """Start a bare server of the same name (it takes over the registry slot a server that
-        died, or was stopped with clients still connected, may have left) and stop it cleanly,
-        which frees the slot."""
-        env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
-        proc = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        subprocess.run(["jack_wait", "-s", self.name, "-w", "-t", "10"], capture_output=True)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    try:
+        return JackServer(RATE, PERIOD, name=name, default=False)  # every client here names its server
+    except Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 FEEDER_SCRIPT = r"""
@@ -388,8 +358,7 @@ def _server_dies(server: JackServer, how: int) -> dict[str, Any]:
     try:
         sounding = until(lambda: ("on", 57) in osc.events() and len(osc.frames()) >= 30, 60)
         t_kill = time.monotonic()
-        server.proc.send_signal(how)  # not stop(): its reclaim would start a server of this name
-        server.proc.wait(10)
+        server.kill(how)  # not close(): its reclaim would start a server of this name at once
         rc = run.wait(20)
         exit_s = time.monotonic() - t_kill
         time.sleep(0.1)
@@ -400,7 +369,6 @@ def _server_dies(server: JackServer, how: int) -> dict[str, Any]:
             run.proc.kill()
         feeder.close()
         osc.close()
-        server.reclaim()  # the dead server's registry slot
 
 
 def _receiver_vanishes(server: str) -> dict[str, Any]:
@@ -476,20 +444,27 @@ def _hostile_audio(server: str) -> dict[str, Any]:
 def shared_jack() -> Any:
     """The one private JACK server this process connects to (its MIDI receivers)."""
     need_jack()
-    server = JackServer(f"mrt-faults-{os.getpid()}").start()
-    yield server
-    server.stop()
+    server = private_server("mrt-faults")
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture(scope="module")
 def live_faults(shared_jack) -> dict[str, Any]:
     """Every live fault scenario, run concurrently (each on its own JACK client)."""
     shared = shared_jack
-    dying = JackServer(f"mrt-faults-dying-{os.getpid()}").start()
+    dying = private_server("mrt-faults-dying")
     try:
         def server_scenarios() -> dict[str, Any]:
+            from melodyrt.bench.e2e_bench import Unavailable
+
             out = {"kill": _server_dies(dying, signal.SIGKILL)}
-            dying.start()
+            try:
+                dying.restart()  # the same name: it takes over the slot the SIGKILL left
+            except Unavailable as exc:
+                pytest.skip(str(exc))
             out["term"] = _server_dies(dying, signal.SIGTERM)
             return out
 
@@ -509,7 +484,7 @@ def live_faults(shared_jack) -> dict[str, Any]:
                     results[name] = exc
         return results
     finally:
-        dying.stop()
+        dying.close()  # a clean stop; a server left dead by a failed scenario gets its slot reclaimed
 
 
 def result(live_faults: dict[str, Any], name: str) -> Any:

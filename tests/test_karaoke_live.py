@@ -103,25 +103,20 @@ json.dump({
 
 @pytest.fixture()
 def jack_env():
-    """A private jackd (dummy driver, 48 kHz, 256-frame periods) for one test."""
+    """A private jackd (dummy driver, 48 kHz, 256-frame periods) for one test: the bench's
+    JackServer under a fixed name, stopped cleanly (a dead one's slot reclaimed) at the end."""
     if shutil.which("jackd") is None or shutil.which("jack_connect") is None:
         pytest.skip("jackd not installed (apt-get install --no-install-recommends jackd2)")
-    name = f"melodyrt-karaoke-{os.getpid()}"
-    env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1")
-    server = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from melodyrt.bench.e2e_bench import JackServer, Unavailable
+
     try:
-        started = subprocess.run(["jack_wait", "-w", "-t", "10"], env=env, capture_output=True, timeout=15)
-        if started.returncode != 0 or server.poll() is not None:
-            pytest.skip("jackd did not start (dummy driver)")
-        yield env
+        server = JackServer(48000, 256, name="melodyrt-karaoke", default=False)  # the subprocess gets it in env
+    except Unavailable as exc:
+        pytest.skip(f"jackd did not start (dummy driver): {exc}")
+    try:
+        yield dict(os.environ, JACK_DEFAULT_SERVER=server.name, JACK_NO_START_SERVER="1")
     finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.close()
 
 
 def test_live_session_on_jack_aligns_the_voice_with_the_song(jack_env, untrained_bundle, tmp_path):

@@ -1,9 +1,10 @@
 """The live path on real audio: JACK's dummy driver, a JACK client playing a known tone into
 the tracker's capture port (see ../shared/docs/realtime-testing.md).
 
-A private JACK server (``jackd -n melodyrt-test-PID -d dummy -r 48000 -p 1024``) is started by
-the fixture when jackd is installed, so a JACK server already running on the machine (or
-another test run's) is left alone. PortAudio only looks for JACK when it initialises, so the
+A private JACK server (``jackd -n melodyrt-test -d dummy -r 48000 -p 1024``, the e2e bench's
+``jack_rig``; ``melodyrt-test-2`` ... when that name runs already) is started by the fixture
+when jackd is installed, so a JACK server already running on the machine (or another test
+run's) is left alone. PortAudio only looks for JACK when it initialises, so the
 fixture re-initialises it after the server is up, and terminates it before the server stops
 (otherwise the process aborts in pa_jack.c).
 
@@ -23,10 +24,8 @@ Timing at small periods is measured by ``melodyrt bench e2e`` and ``bench soak``
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import time
 
 import numpy as np
@@ -41,43 +40,19 @@ RATE, PERIOD = 48000, 1024  # correctness, not latency: see the module docstring
 
 @pytest.fixture(scope="module")
 def jack_server():
-    """A private JACK server on the dummy driver, with PortAudio and JACK-Client ready."""
-    jackd = shutil.which("jackd")
-    if jackd is None:
+    """A private JACK server on the dummy driver, with PortAudio and JACK-Client ready: the
+    bench's :func:`~melodyrt.bench.e2e_bench.jack_rig` (PortAudio re-initialised on it and
+    terminated before it stops; a clean stop, a dead server's slot reclaimed)."""
+    if shutil.which("jackd") is None:
         pytest.skip("jackd not installed (apt-get install jackd2 libportaudio2)")
     jack = pytest.importorskip("jack", reason="JACK-Client not installed (pip install 'melodyrt[dev]')")
+    from melodyrt.bench.e2e_bench import Unavailable, jack_rig
+
     try:
-        import sounddevice as sd
-    except OSError as exc:
-        pytest.skip(f"PortAudio not available: {exc}")
-    env = {**os.environ, "JACK_NO_AUDIO_RESERVATION": "1"}
-    proc = subprocess.Popen([jackd, "-n", SERVER, "-d", "dummy", "-r", str(RATE), "-p", str(PERIOD)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    old = os.environ.get("JACK_DEFAULT_SERVER")
-    os.environ["JACK_DEFAULT_SERVER"] = SERVER  # libjack (PortAudio, JACK-Client) connects here
-    try:
-        ready = subprocess.run(["jack_wait", "-s", SERVER, "-w", "-t", "10"], capture_output=True, text=True)
-        if ready.returncode != 0 or proc.poll() is not None:
-            proc.kill()
-            err = proc.communicate(timeout=5)[1].decode(errors="replace").strip().splitlines()
-            pytest.skip(f"jackd did not start: {err[-1] if err else ready.stdout.strip()}")
-        sd._terminate()
-        sd._initialize()
-        yield jack
-    finally:
-        sd._terminate()  # before jackd goes away, or PortAudio aborts the process
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if old is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = old
-        sd._initialize()
+        with jack_rig(RATE, PERIOD, name=SERVER):  # libjack (PortAudio, JACK-Client) connects here
+            yield jack
+    except Unavailable as exc:
+        pytest.skip(str(exc))
 
 
 def test_frames_arrive_with_sane_timestamps_and_nothing_lost(jack_server, untrained_bundle, list_sink, tmp_path):

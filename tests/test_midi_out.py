@@ -263,29 +263,24 @@ def jack_server():
 
     if rtmidi.API_UNIX_JACK not in rtmidi.get_compiled_api():
         pytest.skip("python-rtmidi built without JACK")
-    name = f"melodyrt-midi-{os.getpid()}"
-    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
-    os.environ["JACK_DEFAULT_SERVER"] = name
+    from melodyrt.bench.e2e_bench import JackServer, Unavailable
+
+    saved = os.environ.get("JACK_NO_START_SERVER")
     os.environ["JACK_NO_START_SERVER"] = "1"
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
     try:
-        ok = subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, timeout=15).returncode == 0
-        if not ok or proc.poll() is not None:
-            pytest.skip("jackd did not start (dummy driver)")
-        yield name
+        try:  # a fixed name, never a pid: a killed run's slot is reclaimed by the next one
+            server = JackServer(48000, 256, name="melodyrt-midi")  # JACK_DEFAULT_SERVER until close()
+        except Unavailable as exc:
+            pytest.skip(f"jackd did not start (dummy driver): {exc}")
+        yield server.name
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        if server is not None:
+            server.close()  # SIGTERM; SIGKILL and the slot reclaimed if it hangs
+        if saved is None:
+            os.environ.pop("JACK_NO_START_SERVER", None)
+        else:
+            os.environ["JACK_NO_START_SERVER"] = saved
 
 
 class Receiver:
@@ -482,19 +477,19 @@ def test_port_errors_never_reach_the_worker(jack_server, receiver):
 @pytest.mark.jack
 def test_stopped_jack_server_is_not_an_error(jack_server, monkeypatch):
     """A JACK server that dies mid-note: sends and close must not raise (RtMidi cannot tell)."""
-    name = f"{jack_server}-lost"
-    proc = subprocess.Popen(["jackd", "-n", name, "-d", "dummy", "-r", "48000", "-p", "256"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from melodyrt.bench.e2e_bench import JackServer, Unavailable
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)   # what the end of the test restores
     try:
-        monkeypatch.setenv("JACK_DEFAULT_SERVER", name)
-        if subprocess.run(["jack_wait", "-w", "-t", "10"], capture_output=True, timeout=15).returncode != 0:
-            pytest.skip("second jackd did not start")
+        lost = JackServer(48000, 256, name="melodyrt-midi-lost")  # the default server until close()
+    except Unavailable as exc:
+        pytest.skip(f"second jackd did not start: {exc}")
+    try:
         sink = MidiSink(virtual=True, api="jack")
         monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
         play(sink, make_frames([60.0] * 6, -20.0))
     finally:
-        proc.terminate()
-        proc.wait(5)
+        lost.close()                                          # SIGTERM with the sink still connected
     for f in make_frames([60.0, 62.0, 62.0, 62.0, None, None], -20.0, start=6):
         sink.send(f)
     sink.close()
