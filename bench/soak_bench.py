@@ -20,9 +20,15 @@ Measured
   received, and jackd's stderr (which client it blamed for each xrun); the ring's dropped
   samples; samples lost = JACK frames elapsed minus samples the stream delivered, between a
   reading at playback start and one at the end (one period of reading uncertainty).
-- Stuck notes, from the MIDI stream the probe received: every note-on has its note-off; the
-  notes sounding just before the sink's closing burst are the ones the sink held when it was
-  closed; the burst ends in all-notes-off (CC123) on every channel used.
+- Stuck notes, from the MIDI stream the probe received: every note-on has its note-off before
+  the next note-on of that note (or before the closing burst, where the sink's own note-offs
+  release what it held); the notes sounding just before the sink's closing burst are the ones
+  the sink held when it was closed; the burst ends in all-notes-off (CC123) on every channel
+  used. The sink's safety net is understood: with ``note_off_repeat_ms`` each note-off comes
+  twice, and a note whose first note-off was lost is ended by the repeat (counted in
+  ``single_note_offs``, not as stuck, as long as it arrives before the next note-on of that
+  note); a rest's CC123 (``rest_all_notes_off_ms``) ends what still sounds on its channel
+  (``ended_by_all_notes_off``). The repeats and rests the sink sent are reported beside them.
 - Sink errors (the source's count, the MIDI sink's, OSC bundles the socket refused) and OSC
   bundles sent vs received.
 
@@ -123,7 +129,7 @@ def song_of(phrases: list[Phrase], rate: int) -> Any:
     return KaraokeSong("soak", "melodyrt bench", tuple(notes), tuple(lines), format="soak")
 
 
-def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]]) -> dict[str, Any]:
+def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]], repeats: int = 0) -> dict[str, Any]:
     """Check a received MIDI stream for stuck notes (see the module docstring).
 
     Parameters
@@ -132,6 +138,20 @@ def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]]) -> di
         Every message, in arrival order, including the sink's closing burst.
     held_at_close : set of (channel 0..15, note)
         What the sink held when it was closed.
+    repeats : int
+        Note-offs the sink sends again after each one (1 with ``note_off_repeat_ms``, else 0):
+        up to ``1 + repeats`` note-offs per note are expected, the ones after the first that
+        arrives are ``repeated_note_offs``, not orphans.
+
+    Returns
+    -------
+    dict
+        ``stuck_notes`` = notes still sounding at the end + note-ons over a sounding note
+        (a note whose every note-off was lost). ``single_note_offs``: with ``repeats``, notes
+        ended by only one of their note-offs before the next note-on of that note (one copy
+        was lost: the first, which the repeat made up for, or the repeat itself; the notes
+        the closing burst ends are not counted). ``ended_by_all_notes_off``: notes a CC123
+        before the closing burst ended (every note-off of theirs lost).
     """
     import mido
 
@@ -142,40 +162,70 @@ def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]]) -> di
             msgs.append(mido.Message.from_bytes(list(data)))
         except ValueError:
             bad += 1
-    # the closing burst: note-offs for the held notes, then CC123 + CC121 per channel
+    # the closing burst: note-offs for the held notes, then CC123 + CC121 on each channel, in
+    # pairs (a rest's CC123 just before it is the sink's safety net, not the burst)
     k = len(msgs)
-    while k > 0 and msgs[k - 1].type == "control_change" and msgs[k - 1].control in (121, 123):
-        k -= 1
+    while (k >= 2 and msgs[k - 1].type == "control_change" and msgs[k - 1].control == 121
+           and msgs[k - 2].type == "control_change" and msgs[k - 2].control == 123
+           and msgs[k - 2].channel == msgs[k - 1].channel):
+        k -= 2
     burst_cc = msgs[k:]
     offs = sorted(held_at_close)
     head = k - len(offs)
     burst_offs_ok = head >= 0 and [(m.type, m.channel, m.note) for m in msgs[head:k]] == [
         ("note_off", ch, n) for ch, n in offs]
     sounding: set[tuple[int, int]] = set()
+    offs_got: dict[tuple[int, int], int] = {}   # note-offs received since the note's last note-on
     before_close: set[tuple[int, int]] | None = None
-    on = off = double_on = orphan_off = 0
+    on = off = double_on = orphan_off = repeated = single = by_cc123 = 0
     channels: set[int] = set()
+
+    def closed(key: tuple[int, int]) -> None:   # the note's note-offs are all in (a new note-on of it, or the end)
+        nonlocal single
+        if repeats and offs_got.get(key) == 1:
+            single += 1
+
     for i, m in enumerate(msgs):
         if i == head:
             before_close = set(sounding)
+            for key in list(offs_got):
+                closed(key)
+            offs_got.clear()
         if hasattr(m, "channel"):
             channels.add(m.channel)
+        key = (getattr(m, "channel", -1), getattr(m, "note", -1))
         if m.type == "note_on" and m.velocity > 0:
             on += 1
-            if (m.channel, m.note) in sounding:
+            if key in sounding:
                 double_on += 1
-            sounding.add((m.channel, m.note))
+            closed(key)
+            offs_got.pop(key, None)
+            sounding.add(key)
         elif m.type == "note_off" or (m.type == "note_on" and m.velocity == 0):
             off += 1
-            if (m.channel, m.note) in sounding:
-                sounding.discard((m.channel, m.note))
+            if key in sounding:
+                sounding.discard(key)
+                offs_got[key] = 1
+            elif key in offs_got and offs_got[key] <= repeats:
+                offs_got[key] += 1
+                repeated += 1
             else:
                 orphan_off += 1
+        elif m.type == "control_change" and m.control == 123 and i < head:
+            ended = {x for x in sounding if x[0] == m.channel}
+            by_cc123 += len(ended)
+            sounding -= ended
+            for x in ended:
+                offs_got[x] = 1 + repeats   # a late note-off of it would be an orphan
     if before_close is None:
         before_close = set(sounding)
+        for key in list(offs_got):
+            closed(key)
     all_off = {m.channel for m in burst_cc if m.control == 123}
     return {
         "messages": len(msgs), "unparsed": bad, "note_ons": on, "note_offs": off,
+        "repeats_expected": repeats, "repeated_note_offs": repeated, "single_note_offs": single,
+        "ended_by_all_notes_off": by_cc123,
         "double_note_ons": double_on, "orphan_note_offs": orphan_off,
         "stuck_at_end": sorted([list(x) for x in sounding]),
         "stuck_notes": len(sounding) + double_on,
@@ -295,13 +345,17 @@ def _soak(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blo
             stats = source.stop()  # closes the sinks: MIDI note-offs + all-notes-off, the final score
         time.sleep(0.3)  # the closing burst reaches the probe
         got = probe.finish()
-    midi, osc = lp.midi, lp.osc
     timeline = Timeline(got.cycle_frame, got.cycle_pos)
     played = looped_phrases(phrases, loop_len, got.played)
     lat = analyse(played, timeline, got.midi, got.osc, rate)
     t = np.array([s[0] for s in samples])
     mb = np.array([s[1] for s in samples])
-    pairing = midi_pairing([d for _, d in got.midi], (held[0].held if held else None) or set())
+    midi, osc = lp.midi, lp.osc
+    pairing = midi_pairing([d for _, d in got.midi], (held[0].held if held else None) or set(),
+                           repeats=1 if midi.config.note_off_repeat_ms else 0)
+    pairing["sink"] = {"note_off_repeat_ms": midi.config.note_off_repeat_ms, "note_off_repeats": midi.note_off_repeats,
+                       "rest_all_notes_off_ms": midi.config.rest_all_notes_off_ms,
+                       "rest_all_notes_off": midi.rest_all_notes_off}
     final = session.final
     rss = rss_summary(t, mb, min(WARMUP_S, 0.1 * seconds))
     # The scorer keeps the sung track for its final report (a float or two per frame): growth
@@ -435,6 +489,18 @@ def write_plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     return [save_figure(fig, out_dir, "soak_timeline.png")]
 
 
+def _safety_row(mi: dict[str, Any]) -> str:
+    """The markdown row of the MIDI sink's safety net."""
+    sk = mi.get("sink", {})
+    rep = (f"note-offs repeated after {sk['note_off_repeat_ms']:g} ms: {sk['note_off_repeats']} sent, "
+           f"{mi['repeated_note_offs']} received; notes ended by one of their two note-offs (one copy lost) "
+           f"{mi['single_note_offs']}" if sk.get("note_off_repeat_ms") else "note-off repeat off")
+    rest = (f"all-notes-off after {sk['rest_all_notes_off_ms']:g} ms rests: {sk['rest_all_notes_off']} sent, "
+            f"{mi['ended_by_all_notes_off']} note(s) ended by one" if sk.get("rest_all_notes_off_ms")
+            else "rest all-notes-off off")
+    return f"| MIDI sink safety net | {rep}; {rest} |"
+
+
 def markdown(result: dict[str, Any]) -> str:
     s, m = result["settings"], result["machine"]
     r, ov, mi = result["rss"], result["overflows"], result["midi"]
@@ -469,6 +535,7 @@ def markdown(result: dict[str, Any]) -> str:
               f"| MIDI | {mi['messages']} messages, {mi['note_ons']} note-ons, {mi['note_offs']} note-offs |",
               f"| stuck notes | {mi['stuck_notes']} (at the end {mi['stuck_at_end']}, note-on over a sounding note "
               f"{mi['double_note_ons']}, note-off of nothing {mi['orphan_note_offs']}) |",
+              _safety_row(mi),
               f"| sounding before close = held by the sink | {mi['state_matches_sink']} ({mi['held_by_sink_at_close']}) |",
               f"| all-notes-off at close | {mi['all_notes_off_at_close']} |",
               f"| sink errors | source {result['sink_errors']['source']}, MIDI sink {result['sink_errors']['midi_sink']}, "

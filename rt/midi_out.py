@@ -11,6 +11,10 @@ Three layers, so the musical decisions are testable without a port:
   and through :func:`close_on_signals` (SIGINT/SIGTERM, installed by the CLI, never here).
   A failing port (device gone, server stopped, a named port that went away) marks the sink
   dead, is counted in ``errors`` and logged once; it never raises into the audio worker.
+  Its safety net against messages lost in transport (a receiver missing a JACK cycle in an
+  xrun): each note-off is sent again ``note_off_repeat_ms`` later (on by default), and
+  optionally All Notes Off after a rest (``rest_all_notes_off_ms``). Only the port does this;
+  the note logic's stream (files, OSC) stays minimal.
 
 Musical behaviour (one voice, the singer's):
 
@@ -43,6 +47,7 @@ import os
 import signal
 import tempfile
 import threading
+import time
 import weakref
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -141,6 +146,21 @@ class MidiConfig:
     reannounce_s : float or None [s of stream time]
         Resend the RPN header before a note that starts from silence when the last header is
         older than this (for receivers that connect after the start); None: only once.
+    note_off_repeat_ms : float or None [ms of wall-clock time, >= 0]
+        Port safety net (:class:`MidiSink` only; the note logic, MIDI files and OSC ignore
+        it): every note-off is sent a second time on the first frame at least this long after
+        it (frames come every 10 ms, so the default 25 ms sends it 25-35 ms later: about ten
+        JACK cycles at 128 frames / 48 kHz, four at 256), so a receiver that misses one cycle
+        (an xrun) still gets it. If a note-on of the same note on the same channel comes
+        first, the repeat goes out at once, just before that note-on, never after it. A
+        duplicate note-off of a note that is not sounding is ignored by receivers. None or
+        0: off.
+    rest_all_notes_off_ms : float or None [ms of stream time, >= 0]
+        Port safety net (:class:`MidiSink` only): after a rest this long with no note
+        sounding (counted from the frame of the last note-off), send All Notes Off (CC123)
+        once on every channel a note was sent on, which also ends a note whose note-off was
+        lost. Sent once per rest, never while a note sounds. None or 0 (the default): off,
+        since a synth that treats CC123 as a panic may cut the last note's release tail.
     """
 
     channel: int = 1
@@ -166,6 +186,8 @@ class MidiConfig:
     mpe_members: int = 15
     mpe_pressure: bool = True
     reannounce_s: float | None = None
+    note_off_repeat_ms: float | None = 25.0
+    rest_all_notes_off_ms: float | None = None
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -194,6 +216,10 @@ class MidiConfig:
         need(self.mpe_zone in ("lower", "upper"), f"mpe_zone must be 'lower' or 'upper', got {self.mpe_zone!r}")
         need(1 <= self.mpe_members <= 15, "mpe_members must be 1..15")
         need(self.reannounce_s is None or self.reannounce_s >= 0, "reannounce_s must be >= 0 or None")
+        for name in ("note_off_repeat_ms", "rest_all_notes_off_ms"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0),
+                 f"{name} must be a time >= 0 [ms] or None (off), got {v!r}")
 
     @classmethod
     def from_settings(cls, where: str = "MIDI", **settings: Any) -> "MidiConfig":
@@ -615,7 +641,7 @@ class MidiSink:
         after the port appears), None otherwise.
     **settings
         Further :class:`MidiConfig` fields (hysteresis_cents, change_frames, onset_frames,
-        min_note_frames, release_frames, velocity_db, mpe, ...).
+        min_note_frames, release_frames, velocity_db, mpe, note_off_repeat_ms, rest_all_notes_off_ms, ...).
 
     Attributes
     ----------
@@ -628,9 +654,24 @@ class MidiSink:
     errors : int
         Failures counted (a send that raised, RtMidi's error callback, the named port gone);
         the first one is logged as a warning, once.
+    note_off_repeats : int
+        Note-offs sent a second time (``note_off_repeat_ms``).
+    rest_all_notes_off : int
+        Rests that ended in All Notes Off (``rest_all_notes_off_ms``; one CC123 per channel).
 
     Notes
     -----
+    The safety net runs in :meth:`send`, in the caller's thread (the tracker's worker), after
+    the frame's own messages, so it adds nothing before a note-on: a repeat falls due on the
+    first frame at least ``note_off_repeat_ms`` of wall-clock time after its note-off (frames
+    that arrive in a burst after a stall do not bring it forward), and goes out at once just
+    before a note-on of the same note and channel instead, so it can never cut a re-triggered
+    note. A repeat still due when the sink closes or panics is dropped: the release burst
+    ends in CC123 (after a panic its own note-offs are repeated as usual). The delay is wall-clock
+    time in this process: a stall that holds up JACK's process thread for longer than the
+    delay can still put both note-offs into one cycle (the rest's All Notes Off, when enabled,
+    ends such a note).
+
     A named port is looked for among the API's ports every :attr:`PORT_CHECK_FRAMES` frames
     (JACK keeps our own output port when the receiver's client closes, so sending would go
     on into nothing without a word). The libjack that python-rtmidi bundles prints its
@@ -675,6 +716,15 @@ class MidiSink:
         self._out: Any = None
         self._watch_port = not virtual
         self._since_check = 0
+        cfg = self.config
+        self._repeat_s = cfg.note_off_repeat_ms / 1000.0 if cfg.note_off_repeat_ms else None
+        self._rest_s = cfg.rest_all_notes_off_ms / 1000.0 if cfg.rest_all_notes_off_ms else None
+        self._repeat_due: dict[tuple[int, int], float] = {}   # (channel 0..15, note) -> time.monotonic() [s]
+        self._note_channels: set[int] = set()   # channels 0..15 a note-on went to
+        self._rest_armed = False                # a note has sounded since the last rest's CC123
+        self._rest_from: float | None = None    # stream time [s] of the frame the last note ended in
+        self.note_off_repeats = 0
+        self.rest_all_notes_off = 0
         if (port_name is None) == (not virtual):
             raise MidiPortError("choose one MIDI output: a port name (--midi-port NAME) or a virtual port (--virtual)")
         api_id = _api_id(api)
@@ -723,11 +773,45 @@ class MidiSink:
                 log.exception("MIDI note logic failed on frame %s", frame.index)
                 return
             self._emit(msgs)
+            if self._repeat_due:
+                self._send_due_repeats(time.monotonic())
+            if self._rest_s is not None:
+                self._rest_check(frame.time)
             if self._watch_port:
                 self._since_check += 1
                 if self._since_check >= self.PORT_CHECK_FRAMES:
                     self._since_check = 0
                     self._check_port()
+
+    def _send_due_repeats(self, now: float) -> None:
+        """Send the note-off repeats whose time [``time.monotonic()``, s] has come."""
+        for key in [k for k, due in self._repeat_due.items() if due <= now]:
+            del self._repeat_due[key]
+            self._send_repeat(key)
+
+    def _send_repeat(self, key: tuple[int, int]) -> None:
+        ch, note = key
+        if self.alive and self._out is not None and self._send_bytes([0x80 | ch, note, 0]):
+            self.note_off_repeats += 1
+
+    def _rest_check(self, t: float) -> None:
+        """All Notes Off once per rest of ``rest_all_notes_off_ms`` [stream time] with nothing sounding."""
+        if self._sounding:
+            self._rest_from = None
+            return
+        if not self._rest_armed:
+            return
+        if self._rest_from is None:
+            self._rest_from = t     # the frame the last note ended in
+            return
+        assert self._rest_s is not None
+        if t - self._rest_from >= self._rest_s - 1e-6:
+            self._rest_armed = False
+            self._rest_from = None
+            for ch in sorted(self._note_channels):
+                if not (self.alive and self._out is not None and self._send_bytes([0xB0 | ch, 123, 0])):
+                    return
+            self.rest_all_notes_off += 1
 
     def _check_port(self) -> None:
         """Mark the sink dead when the named port is no longer among the API's ports."""
@@ -786,7 +870,11 @@ class MidiSink:
     # -- I/O ------------------------------------------------------------------------------
 
     def _release_messages(self) -> list[mido.Message]:
-        """Note-offs for what was really sent, then CC123 + CC121 on every channel used."""
+        """Note-offs for what was really sent, then CC123 + CC121 on every channel used
+        (pending note-off repeats are dropped: the CC123 covers them)."""
+        self._repeat_due.clear()
+        self._rest_armed = False
+        self._rest_from = None
         msgs = [mido.Message("note_off", channel=ch, note=n, velocity=0) for ch, n in sorted(self._sounding)]
         started = self.logic.started
         self.logic.reset()
@@ -810,17 +898,34 @@ class MidiSink:
             if not self.alive or self._out is None:
                 return
             key = (getattr(msg, "channel", -1), getattr(msg, "note", -1))
-            if msg.type == "note_on" and msg.velocity > 0:
+            note_on = msg.type == "note_on" and msg.velocity > 0
+            if note_on:
+                if key in self._repeat_due:  # a re-trigger: the pending repeat goes before it, never after
+                    del self._repeat_due[key]
+                    self._send_repeat(key)
+                    if not self.alive:
+                        return
                 self._sounding.add(key)     # before sending: a release must never miss it
-            try:
-                self._out.send_message(msg.bytes())
-            except Exception as exc:        # device gone / server stopped: never raise into the worker
-                self._fail(str(exc))
+                self._note_channels.add(key[0])
+                self._rest_armed = True
+                self._rest_from = None
+            if not self._send_bytes(msg.bytes()):
                 return
             if msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0):
                 self._sounding.discard(key)
+                if self._repeat_s is not None:
+                    self._repeat_due[key] = time.monotonic() + self._repeat_s
             if hasattr(msg, "channel"):
                 self._channels.add(msg.channel)
+
+    def _send_bytes(self, data: Sequence[int]) -> bool:
+        """Send one message; False (and the sink marked dead) when the port failed."""
+        try:
+            self._out.send_message(data)
+        except Exception as exc:        # device gone / server stopped: never raise into the worker
+            self._fail(str(exc))
+            return False
+        return True
 
 
 _quiet_state: dict[str, Any] = {}

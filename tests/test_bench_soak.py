@@ -66,6 +66,42 @@ def test_midi_pairing_finds_stuck_notes_and_mismatches():
     assert orphan["orphan_note_offs"] == 1 and orphan["stuck_notes"] == 0
 
 
+def test_midi_pairing_understands_the_note_off_repeat():
+    from melodyrt.bench.soak_bench import midi_pairing
+
+    repeated = _b(_on(60), _off(60), _off(60), _on(62), _off(62), _off(62), _on(64), _off(64), *CLOSE)  # 64 held at close
+    r = midi_pairing(repeated, {(0, 64)}, repeats=1)
+    assert r["stuck_notes"] == 0 and r["orphan_note_offs"] == 0 and r["repeated_note_offs"] == 2
+    assert r["single_note_offs"] == 0 and r["state_matches_sink"] and r["all_notes_off_at_close"]
+    assert midi_pairing(repeated, {(0, 64)})["orphan_note_offs"] == 2        # without the repeat: orphans
+    # the first note-off lost, its repeat arrives before the next note-on of that note: not stuck
+    late = midi_pairing(_b(_on(60), _off(60), _on(60), _off(60), _off(60), *CLOSE), set(), repeats=1)
+    assert late["stuck_notes"] == 0 and late["double_note_ons"] == 0 and late["single_note_offs"] == 1
+    assert late["note_offs"] - late["repeated_note_offs"] == late["note_ons"]
+    # both copies lost: still stuck (a note-on over the sounding note)
+    both = midi_pairing(_b(_on(60), _on(60), _off(60), _off(60), *CLOSE), set(), repeats=1)
+    assert both["stuck_notes"] == 1 and both["double_note_ons"] == 1
+    lost_at_end = midi_pairing(_b(_on(60), _off(60), _off(60), _on(62), *CLOSE), set(), repeats=1)
+    assert lost_at_end["stuck_notes"] == 1 and lost_at_end["stuck_at_end"] == [[0, 62]]
+    three = midi_pairing(_b(_on(60), _off(60), _off(60), _off(60), *CLOSE), set(), repeats=1)
+    assert three["orphan_note_offs"] == 1 and three["repeated_note_offs"] == 1
+
+
+def test_midi_pairing_understands_the_rest_all_notes_off():
+    from melodyrt.bench.soak_bench import midi_pairing
+
+    rest = mido.Message("control_change", control=123)
+    # both note-offs of 60 lost, the rest's CC123 ends it; a rest CC123 just before the
+    # closing burst is not taken for part of it
+    r = midi_pairing(_b(_on(60), rest, _on(60), _off(60), _off(60), rest, *CLOSE), set(), repeats=1)
+    assert r["stuck_notes"] == 0 and r["ended_by_all_notes_off"] == 1 and r["double_note_ons"] == 0
+    assert r["state_matches_sink"] and r["all_notes_off_at_close"] and r["orphan_note_offs"] == 0
+    held = midi_pairing(_b(_on(60), _off(60), rest, _on(62), _off(62, ch=0), _on(64), _off(64), *CLOSE), {(0, 64)})
+    assert held["state_matches_sink"] and held["stuck_notes"] == 0 and held["ended_by_all_notes_off"] == 0
+    other = midi_pairing(_b(_on(60, ch=2), rest, *CLOSE), set())                # CC123 on channel 1 only
+    assert other["ended_by_all_notes_off"] == 0 and other["stuck_notes"] == 1
+
+
 def test_rss_summary_skips_warm_up_and_fits_the_slope():
     from melodyrt.bench.soak_bench import rss_summary
 
@@ -132,7 +168,11 @@ def test_soak_one_minute_through_jack(request, tmp_path, capsys):
     m = r["midi"]
     assert m["stuck_notes"] == 0 and m["orphan_note_offs"] == 0, m
     assert m["state_matches_sink"] and m["all_notes_off_at_close"], m
-    assert m["note_ons"] == m["note_offs"] and m["unparsed"] == 0
+    assert m["note_offs"] - m["repeated_note_offs"] == m["note_ons"] and m["unparsed"] == 0
+    # the safety net (defaults): every note-off the note logic sent was sent again; rests' CC123 off
+    assert m["sink"]["note_off_repeat_ms"] == 25.0 and m["sink"]["rest_all_notes_off"] == 0
+    assert m["sink"]["note_off_repeats"] == m["note_ons"] - len(m["held_by_sink_at_close"])
+    assert m["repeated_note_offs"] + m["single_note_offs"] <= m["sink"]["note_off_repeats"]
     if not r["model"]["untrained"]:
         assert m["note_ons"] >= 30, "a trained model answers the phrases (about 60 a minute)"
     assert r["dropped_samples"] == 0, r["source"]
@@ -144,4 +184,5 @@ def test_soak_one_minute_through_jack(request, tmp_path, capsys):
     assert len(r["rss"]["samples"]) >= 20 and r["karaoke"]["frames_judged"] > 5000
     md = (out / "soak_bench.md").read_text()
     assert md.startswith("# melodyrt bench soak (1 min)") and "Machine:" in md and "stuck notes" in md
+    assert "note-offs repeated after 25 ms" in md
     assert (out / "soak_timeline.png").is_file() and (out / "soak_jackd.log").is_file()

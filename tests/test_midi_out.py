@@ -364,7 +364,8 @@ def as_msgs(raw: list[list[int]]) -> list[mido.Message]:
 def test_jack_virtual_port_melody(receiver):
     track, db = melody_track()
     frames = make_frames(track, db)
-    sink = MidiSink(virtual=True, api="jack", client_name="mrt-a", virtual_port_name="out")
+    # the note logic's stream exactly: the safety net's repeats are tested at the end of the file
+    sink = MidiSink(virtual=True, api="jack", client_name="mrt-a", virtual_port_name="out", note_off_repeat_ms=None)
     receiver.connect_from("mrt-a:out")
     time.sleep(0.05)
     play(sink, frames)
@@ -493,3 +494,204 @@ def test_stopped_jack_server_is_not_an_error(jack_server, monkeypatch):
     for f in make_frames([60.0, 62.0, 62.0, 62.0, None, None], -20.0, start=6):
         sink.send(f)
     sink.close()
+
+
+# ------------------------------------------------------- safety net: note-off repeat, rest CC123
+
+
+class TimedReceiver(Receiver):
+    """A :class:`Receiver` that also keeps each message's arrival time [s], from RtMidi's
+    delta times (stamped in the JACK process cycle that delivered it)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._t = 0.0
+        super().__init__()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            event = self.midi_in.get_message()
+            if event is None:
+                self._stop.wait(0.002)
+                continue
+            with self.lock:
+                self._t += event[1]
+                self.times.append(self._t)
+                self.got.append(list(event[0]))
+
+
+@pytest.fixture
+def timed_receiver(jack_server):
+    r = TimedReceiver()
+    yield r
+    r.close()
+
+
+class LossyPort:
+    """The sink's rtmidi port with the messages ``drop(data, k)`` picks (``k``: how many
+    note-offs came before) thrown away: a receiver that missed the cycle that carried them."""
+
+    def __init__(self, out, drop) -> None:
+        self._port, self._drop, self.offs, self.dropped = out, drop, 0, []
+
+    def send_message(self, data) -> None:
+        data = list(data)
+        if data[0] & 0xF0 == 0x80:
+            self.offs += 1
+            if self._drop(data, self.offs - 1):
+                self.dropped.append(data)
+                return
+        self._port.send_message(data)
+
+    def __getattr__(self, name):
+        return getattr(self._port, name)
+
+
+def note_events(raw: list[list[int]]) -> list[tuple[str, int]]:
+    return [("on" if b[0] & 0xF0 == 0x90 and b[2] > 0 else "off", b[1]) for b in raw
+            if b[0] & 0xF0 == 0x80 or b[0] & 0xF0 == 0x90]
+
+
+def sounding_before_close(raw: list[list[int]]) -> set[tuple[int, int]]:
+    """Notes sounding at the end of a stream taken before its closing burst (CC123 ends a channel)."""
+    from test_faults import stuck_notes
+
+    return stuck_notes(raw)
+
+
+def test_safety_net_defaults_and_validation(tmp_path: Path):
+    d = MidiConfig()
+    assert d.note_off_repeat_ms == 25.0 and d.rest_all_notes_off_ms is None
+    for bad in (dict(note_off_repeat_ms=-1.0), dict(note_off_repeat_ms=True), dict(rest_all_notes_off_ms=math.nan),
+                dict(rest_all_notes_off_ms="200")):
+        with pytest.raises(ConfigError, match="_ms must be a time >= 0"):
+            MidiConfig(**bad)
+    assert MidiConfig.from_settings(note_off_repeat_ms=0, rest_all_notes_off_ms=None).note_off_repeat_ms == 0
+    # the note logic and MIDI files stay minimal: the settings only reach the port
+    frames = make_frames(*melody_track())
+    sink = MidiFileSink(tmp_path / "net.mid", note_off_repeat_ms=25.0, rest_all_notes_off_ms=50.0)
+    for f in frames:
+        sink.send(f)
+    sink.close()
+    got = [m.bytes() for m in mido.MidiFile(tmp_path / "net.mid") if not m.is_meta]
+    assert got == [m.bytes() for _, m in frames_to_messages(frames)]
+
+
+@pytest.mark.jack
+def test_jack_note_off_is_sent_again_later(timed_receiver):
+    rx = timed_receiver
+    sink = MidiSink(port_name=rx.port, api="jack")            # the defaults: repeat after 25 ms, no rest CC123
+    frames = make_frames([60.0] * 8 + [None] * 12, -20.0)
+    play(sink, frames)
+    assert sink.note_off_repeats == 1 and sink.rest_all_notes_off == 0
+    sink.close()
+    got = rx.wait_for(6 + 2 + 2 + 2)
+    expected = [m.bytes() for ms in messages(MidiNoteLogic(sink.config), frames) for m in ms]
+    offs = [i for i, b in enumerate(got) if b == [0x80, 60, 0]]
+    assert len(offs) == 2, got
+    assert got[:offs[1]] + got[offs[1] + 1:] == expected + [[0xB0, 123, 0], [0xB0, 121, 0]]   # one extra message
+    with rx.lock:
+        gap = rx.times[offs[1]] - rx.times[offs[0]]
+    assert 0.020 <= gap < 0.100, f"repeat {gap * 1000:.1f} ms after the note-off"   # several JACK cycles later
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("repeat_ms", [25.0, None])
+def test_jack_lost_note_off_is_recovered_by_the_repeat(receiver, repeat_ms):
+    sink = MidiSink(port_name=receiver.port, api="jack", note_off_repeat_ms=repeat_ms)
+    sink._out = lossy = LossyPort(sink._out, lambda data, k: k == 0)   # the first note-off is lost
+    play(sink, make_frames([60.0] * 8 + [None] * 8 + [62.0] * 8 + [None] * 15, -20.0))
+    time.sleep(0.1)
+    with receiver.lock:
+        before = [list(b) for b in receiver.got]
+    sink.close()
+    assert lossy.dropped == [[0x80, 60, 0]]
+    if repeat_ms is None:                                     # what the soak saw: the note hangs
+        assert sounding_before_close(before) == {(0, 60)}
+        assert note_events(before) == [("on", 60), ("on", 62), ("off", 62)]
+    else:
+        assert sounding_before_close(before) == set()
+        assert note_events(before) == [("on", 60), ("off", 60), ("on", 62), ("off", 62), ("off", 62)]
+        assert sink.note_off_repeats == 2
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("repeat_ms", [25.0, 300.0])
+def test_jack_same_pitch_retrigger_is_never_cut(receiver, repeat_ms):
+    # onset_rest_frames=0: a confident frame right after the release re-triggers the same note
+    # 10 ms after its note-off, while the note-off's repeat is still pending
+    sink = MidiSink(port_name=receiver.port, api="jack", note_off_repeat_ms=repeat_ms, onset_rest_frames=0)
+    frames = make_frames([60.0] * 6 + [None] * 2 + [60.0] * 8 + [None] * 40, -20.0)
+    per = messages(MidiNoteLogic(sink.config), frames)
+    ons = [i for i, ms in enumerate(per) if any(m.type == "note_on" for m in ms)]
+    offs = [i for i, ms in enumerate(per) if any(m.type == "note_off" for m in ms)]
+    assert ons == [0, 8] and offs == [7, 17]                  # the re-trigger follows its note-off by one frame
+    play(sink, frames)
+    sink.close()
+    got = receiver.wait_for(6 + 2 + 2 + 2 + 2 + 2)
+    # the pending repeat goes out before the re-trigger, never after it; the second note
+    # sounds until its own note-off, then that one is repeated
+    assert note_events(got) == [("on", 60), ("off", 60), ("off", 60), ("on", 60), ("off", 60), ("off", 60)], got
+    assert sink.note_off_repeats == 2
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("repeat_ms", [0, None])
+def test_jack_safety_net_off_sends_nothing_extra(receiver, repeat_ms):
+    track, db = melody_track()
+    frames = make_frames(track, db)
+    sink = MidiSink(port_name=receiver.port, api="jack", note_off_repeat_ms=repeat_ms, rest_all_notes_off_ms=repeat_ms)
+    play(sink, frames)
+    sink.close()
+    expected = [m.bytes() for ms in messages(MidiNoteLogic(sink.config), frames) for m in ms]
+    got = receiver.wait_for(len(expected) + 2)
+    assert got == expected + [[0xB0, 123, 0], [0xB0, 121, 0]]
+    assert sink.note_off_repeats == 0 and sink.rest_all_notes_off == 0
+
+
+@pytest.mark.jack
+@pytest.mark.parametrize("mpe", [False, True])
+def test_jack_all_notes_off_after_a_rest(timed_receiver, mpe):
+    rx = timed_receiver
+    # every note-off is lost (both copies): only the rest's CC123 can end the notes
+    sink = MidiSink(port_name=rx.port, api="jack", rest_all_notes_off_ms=200.0, mpe=mpe, mpe_members=3)
+    sink._out = LossyPort(sink._out, lambda data, k: True)
+    frames = make_frames([60.0] * 8 + [None] * 30 + [62.0] * 8 + [64.0] * 8 + [None] * 10 + [65.0] * 8, -20.0)
+    play(sink, frames)
+    time.sleep(0.1)
+    with rx.lock:
+        before, times = [list(b) for b in rx.got], list(rx.times)
+    assert sink.rest_all_notes_off == 1                       # once in the 300 ms rest, not in the 100 ms one
+    sink.close()
+    cc123 = [i for i, b in enumerate(before) if b[0] & 0xF0 == 0xB0 and b[1] == 123]
+    channels = [before[i][0] & 0x0F for i in cc123]
+    on_channels = sorted({b[0] & 0x0F for b in before if b[0] & 0xF0 == 0x90})
+    assert channels == ([1] if mpe else [0])                  # the channels a note was sent on, before the rest
+    assert on_channels == ([1, 2, 3] if mpe else [0])         # MPE: round robin over the 3 members
+    first_on = next(i for i, b in enumerate(before) if b[0] & 0xF0 == 0x90)
+    second_on = next(i for i, b in enumerate(before) if b[0] & 0xF0 == 0x90 and b[1] == 62)
+    assert first_on < cc123[0] < second_on                    # in the rest, never while a note sounds
+    # 200 ms of stream time after the note-off's frame: the note-off itself was lost, so from the
+    # note-on (8 frames before it, 10 ms apart at the real rate)
+    rest = times[cc123[0]] - times[first_on]
+    assert 0.25 <= rest < 0.50, f"CC123 {rest * 1000:.0f} ms after the note-on"
+    # what still sounds before the close: the notes after the rest (their note-offs lost, no long rest since)
+    left = sounding_before_close(before)
+    assert (channels[0], 60) not in left and len(left) == 3, left
+
+
+@pytest.mark.jack
+def test_jack_rest_all_notes_off_ends_notes_not_the_next_one(receiver):
+    sink = MidiSink(port_name=receiver.port, api="jack", rest_all_notes_off_ms=50.0, note_off_repeat_ms=None)
+    frames = make_frames(([60.0] * 8 + [None] * 10) * 3, -20.0)
+    play(sink, frames)
+    sink.close()
+    expected = [m.bytes() for ms in messages(MidiNoteLogic(sink.config), frames) for m in ms]
+    got = receiver.wait_for(len(expected) + 3 + 2)
+    assert sink.rest_all_notes_off == 3
+    cc = [i for i, b in enumerate(got) if b == [0xB0, 123, 0]]
+    offs = [i for i, b in enumerate(got) if b == [0x80, 60, 0]]
+    ons = [i for i, b in enumerate(got) if b[0] == 0x90]
+    assert len(cc) == 4 and len(offs) == 3 and len(ons) == 3  # three rests and the close burst
+    for k in range(3):                                        # after each note-off, before the next note-on
+        assert offs[k] < cc[k] < (ons[k + 1] if k < 2 else cc[3])
