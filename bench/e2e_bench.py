@@ -45,6 +45,7 @@ from melodyrt.rt.synth import f0_contour, harmonic_tone, note_envelope
 from .cfp_bench import machine_info, machine_line, save_figure, summarise
 
 REST_S, NOTE_S = 0.25, 0.35
+PHASE_SPAN_S = 0.01  # onsets and steps are spread over one 10 ms hop of phase (make_signal)
 CENTS_OK = 50.0
 
 
@@ -62,18 +63,26 @@ class Phrase:
 
 
 def make_signal(n_phrases: int, rate: int, seed: int = 0) -> tuple[np.ndarray, list[Phrase]]:
-    """Sung phrases (rest, note, step to another note), with the exact event samples."""
+    """Sung phrases (rest, note, step to another note), with the exact event samples.
+
+    The rest and the first note are each lengthened by a random 0-10 ms (whole samples), so
+    onsets and steps fall at every phase of the tracker's 10 ms frame grid, as a singer's do.
+    With fixed lengths every event had the same phase: the wait for the next frame boundary,
+    0 to 10 ms, was one constant per run, and p50 and p99 moved by up to a hop from run to run.
+    """
     rng = np.random.default_rng(seed)
     notes: list[tuple[float | None, float]] = []
     phrases = []
     pos = 0
     r, n = int(round(REST_S * rate)), int(round(NOTE_S * rate))
+    hop = int(round(PHASE_SPAN_S * rate))
     for _ in range(n_phrases):
         a = int(rng.integers(55, 70))
         b = a + int(rng.choice([-5, -4, -3, -2, 2, 3, 4, 5]))
-        notes += [(None, REST_S), (a, NOTE_S), (b, NOTE_S)]
-        phrases.append(Phrase(pos + r, pos + r + n, pos + r + 2 * n, a, b))
-        pos += r + 2 * n
+        rk, nk = r + int(rng.integers(0, hop)), n + int(rng.integers(0, hop))
+        notes += [(None, rk / rate), (a, nk / rate), (b, n / rate)]
+        phrases.append(Phrase(pos + rk, pos + rk + nk, pos + rk + nk + n, a, b))
+        pos += rk + nk + n
     notes.append((None, 0.5))
     f0 = f0_contour(notes, rate, vibrato_cents=15.0, glide_s=0.0)
     voice = harmonic_tone(f0, 0.0, rate, rng=rng, peak=0.5) * note_envelope(f0, rate)

@@ -204,3 +204,24 @@ def test_probe_process_exits_when_its_parent_goes_away(private_jack, tmp_path):
         probe.close()
     got = ProbeResult.load(probe.out_path)
     assert got.played > 0 and got.start_frame is not None
+
+
+def test_phrases_fall_at_every_phase_of_the_frame_grid():
+    """Onsets and steps spread over a whole 10 ms hop, so the hop wait is averaged, not one constant per run."""
+    import numpy as np
+
+    from melodyrt.bench.e2e_bench import make_signal
+
+    rate = 48000
+    x, phrases = make_signal(200, rate)
+    hop = rate // 100
+    for events in ([p.onset for p in phrases], [p.step for p in phrases]):
+        counts = np.histogram(np.asarray(events) % hop, bins=5, range=(0, hop))[0]
+        assert counts.min() >= 25, counts                        # 40 expected per fifth of a hop
+    # the voice starts where the phrase says: noise floor (-50 dBFS) up to the onset, the
+    # 30 ms attack well above it 5-10 ms later
+    ms = rate // 1000
+    for p in phrases[:20]:
+        before = x[p.onset - 5 * ms : p.onset]
+        after = x[p.onset + 5 * ms : p.onset + 10 * ms]
+        assert np.sqrt(np.mean(before**2)) < 0.005 < 0.02 < np.sqrt(np.mean(after**2)), p
