@@ -557,6 +557,7 @@ def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, per
     with jack_rig(rate, period, server) as js:
         result = _measure(bundle, signal, phrases, rate, blocksize)
     result["jackd"] = jackd_xruns(js.log_text) if server is None else {"note": f"server {server!r}: its log is not ours"}
+    result["offline_note_on"] = offline_note_on(bundle, signal, phrases, rate, blocksize)
     result.update({
         "benchmark": "e2e", "quick": quick, "machine": machine,
         "settings": {"rate": rate, "jack_period": period, "blocksize": blocksize, "phrases": n_phrases,
@@ -630,6 +631,45 @@ def live_path(bundle: Any, signal: np.ndarray, rate: int, blocksize: int, listen
             if source is not None:
                 source.stop()
             midi.close()
+
+
+def offline_note_on(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int,
+                    blocksize: int) -> dict[str, Any]:
+    """When the tracker, fed the same signal from memory, has decided each note-on.
+
+    The live path without JACK: the signal in blocks of ``blocksize``, the MIDI note logic of
+    the sink's default settings on the frames. A note-on is *decided* when the frame that
+    starts it is complete, i.e. when the tracker has received that frame's newest input
+    sample; its delay from the acoustic onset is resampler + window + the wait for the frame
+    boundary + the frames the network needs before it calls the note voiced and the onset
+    rule agrees. What the live figure adds on top is buffering, compute and transport.
+
+    Returns
+    -------
+    dict
+        ``decided_ms`` (per answered onset [ms], at most 0.3 s late), ``p50_ms``, ``p90_ms``,
+        ``p99_ms`` and ``answered`` / ``events``.
+    """
+    from melodyrt.rt.midi_out import MidiConfig, MidiNoteLogic
+    from melodyrt.rt.tracker import Tracker, transcribe_signal
+
+    tracker = Tracker(rate, bundle, backend="ort")
+    frames = transcribe_signal(signal, rate, tracker=tracker, block=blocksize).frames
+    logic = MidiNoteLogic(MidiConfig())
+    ons: list[float] = []  # input sample at which each note-on was decided
+    for f in frames:
+        if any(m.type == "note_on" and m.velocity > 0 for m in logic.process(f)):
+            ons.append(f.sample + tracker.delay_samples)
+    ons_a = np.asarray(ons)
+    decided = []
+    for ph in phrases:
+        k = np.searchsorted(ons_a, ph.onset)
+        if k < ons_a.shape[0] and ons_a[k] - ph.onset <= 0.3 * rate and ons_a[k] < ph.step:
+            decided.append(float((ons_a[k] - ph.onset) / rate * 1000.0))
+    out: dict[str, Any] = {"answered": len(decided), "events": len(phrases), "decided_ms": decided}
+    if decided:
+        out.update({f"p{q}_ms": float(np.percentile(decided, q)) for q in (50, 90, 99)})
+    return out
 
 
 def _measure(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blocksize: int) -> dict[str, Any]:
@@ -729,6 +769,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", f"Algorithmic delay the tracker reports: {a['algorithmic']['ms']:.2f} ms (+ hop wait mean "
               f"{a['hop_wait_mean']['ms']:.2f} ms, buffering {a['audio_buffering']['ms']:.2f} ms). "
               "Pitch change = first arrival within 50 cents of the new note (MIDI: note + bend)."]
+    off = result.get("offline_note_on", {})
+    live = result["latency"]["midi_note_on"]
+    if "p50_ms" in off:
+        tail = (f"; the live MIDI note-on p50 adds {live['p50_ms'] - off['p50_ms']:.1f} ms of buffering, compute and "
+                "transport" if "p50_ms" in live else "")
+        lines += ["", f"Decided offline (the same signal fed from memory in {s['blocksize']}-sample blocks, the MIDI "
+                  f"note logic on the frames): a note-on's frame is complete {off['p50_ms']:.1f} ms after the onset "
+                  f"(p50; p90 {off['p90_ms']:.1f}, p99 {off['p99_ms']:.1f}; {off['answered']} / {off['events']} onsets){tail}."]
     if result["model"].get("untrained"):
         lines.append("The model is untrained: most events go unanswered.")
     if result.get("plots"):

@@ -42,6 +42,7 @@ def test_e2e_quick_through_jack(untrained_bundle, tmp_path, capsys):
     assert r["probe_lost"] == {"midi": 0, "osc": 0, "cycles_unlogged": 0}
     assert set(r["jackd"]) == {"xruns", "blamed", "process_errors"} and "jackd: " in (out / "e2e_bench.md").read_text()
     assert (out / "e2e_hist.png").is_file() and "JACK dummy driver" in (out / "e2e_bench.md").read_text()
+    assert r["offline_note_on"]["events"] == 10
 
 
 def test_analyse_matches_arrivals_to_events():
@@ -225,3 +226,23 @@ def test_phrases_fall_at_every_phase_of_the_frame_grid():
         before = x[p.onset - 5 * ms : p.onset]
         after = x[p.onset + 5 * ms : p.onset + 10 * ms]
         assert np.sqrt(np.mean(before**2)) < 0.005 < 0.02 < np.sqrt(np.mean(after**2)), p
+
+
+def test_offline_note_on_times_the_shipped_models_decision():
+    """Fed from memory, the shipped model decides every note-on after its onset, within the rule's reach."""
+    import numpy as np
+
+    from melodyrt.bench.e2e_bench import make_signal, offline_note_on
+    from melodyrt.rt.bundle import load_bundle
+
+    bundle = load_bundle()
+    x, phrases = make_signal(12, 48000, seed=3)
+    r = offline_note_on(bundle, x, phrases, 48000, 128)
+    assert r["answered"] == r["events"] == 12
+    d = np.asarray(r["decided_ms"])
+    # never before the onset plus the resampler's delay; a voiced frame is due within a few hops
+    assert d.min() > 1.5 and d.max() < 80.0, d
+    assert r["p50_ms"] == np.percentile(d, 50)
+    # a signal with no voice decides nothing
+    silent = offline_note_on(bundle, np.zeros_like(x), phrases, 48000, 128)
+    assert silent["answered"] == 0 and "p50_ms" not in silent
