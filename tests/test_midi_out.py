@@ -316,7 +316,11 @@ class Receiver:
                 self._stop.wait(0.002)
                 continue
             with self.lock:
-                self.got.append(list(event[0]))
+                self._record(event)
+
+    def _record(self, event: tuple[list[int], float]) -> None:
+        """Keep one ``(message bytes, delta time [s])`` event; called with :attr:`lock` held."""
+        self.got.append(list(event[0]))
 
     def connect_from(self, src: str) -> None:
         subprocess.run(["jack_connect", src, self.port], check=True, capture_output=True, timeout=10)
@@ -508,16 +512,10 @@ class TimedReceiver(Receiver):
         self._t = 0.0
         super().__init__()
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            event = self.midi_in.get_message()
-            if event is None:
-                self._stop.wait(0.002)
-                continue
-            with self.lock:
-                self._t += event[1]
-                self.times.append(self._t)
-                self.got.append(list(event[0]))
+    def _record(self, event: tuple[list[int], float]) -> None:
+        self._t += event[1]
+        self.times.append(self._t)
+        super()._record(event)
 
 
 @pytest.fixture
