@@ -491,6 +491,8 @@ class AudioSegmentSampler:
             kind = "voice"
         elif u < a.voice_only_prob + a.own_accomp_prob and clip.accomp is not None and clip.accomp_rms > 0:
             kind = "own"
+        elif u < a.voice_only_prob + a.own_accomp_prob + a.accomp_only_prob and others.size:
+            kind = "accomp"
         elif others.size:
             kind = "cross"
         elif clip.accomp is not None and clip.accomp_rms > 0:
@@ -499,7 +501,7 @@ class AudioSegmentSampler:
             kind = "voice"
         # The voice over its own accompaniment stays in tune and in time with it.
         p = q = 1
-        if kind != "own" and a.pitch_shift_semitones > 0 and rng.random() < a.pitch_shift_prob:
+        if kind not in ("own", "accomp") and a.pitch_shift_semitones > 0 and rng.random() < a.pitch_shift_prob:
             p, q = shift_ratio(float(rng.uniform(-a.pitch_shift_semitones, a.pitch_shift_semitones)))
         r = p / q
         n_shifted = clip.voice.shape[0] * q / p
@@ -513,6 +515,9 @@ class AudioSegmentSampler:
             voice = _window(clip.voice, b, n)
         else:
             voice = pitch_shift(_window(clip.voice, b, int(math.ceil(n * r)) + 64), p, q)[:n]
+        if kind == "accomp":
+            # The rests of a song: the backing alone, at the level it has under this voice.
+            voice = np.zeros(n)
         info: dict[str, Any] = {"clip": clip.name, "kind": kind, "ratio": (p, q), "start": start}
         accomp = None
         if kind != "voice":
@@ -545,6 +550,8 @@ class AudioSegmentSampler:
         # Labels: each frame's time in the chunk, mapped to the original voice's time.
         pos = self.fx_samples + self._frame_pos
         f0 = labels_on_frames(clip.label_times, clip.label_f0, (b + pos * r) / sr) * r
+        if kind == "accomp":
+            f0 = np.zeros_like(f0)
         classes = hz_to_class(f0, self.cfp)
         valid = ~((f0 > 0) & (classes == 0))
         return Rendered(mix[self.fx_samples :], f0, valid, info, voice, accomp)

@@ -75,6 +75,11 @@ class AugmentConfig:
         Probability of the clip's own accompaniment (the original song, voice unshifted);
         the rest (``1 - voice_only_prob - own_accomp_prob``) takes the accompaniment of
         another training clip at a random offset.
+    accomp_only_prob : float [0..1]
+        Probability of a segment of accompaniment alone (another clip's, no voice, every
+        label unvoiced): the rests of a song, where a tracker must stay silent however
+        melodic the backing is. Taken from the cross-remix share, so
+        ``voice_only_prob + own_accomp_prob + accomp_only_prob <= 1``.
     snr_db : (float, float) [dB]
         Voice-to-accompaniment ratio, uniform in this range, of whole-clip RMS levels (the
         MIR-1K convention: 0 dB = both channels at their clip RMS, the ``mix0`` variant).
@@ -132,6 +137,7 @@ class AugmentConfig:
     enabled: bool = False
     voice_only_prob: float = 0.2
     own_accomp_prob: float = 0.2
+    accomp_only_prob: float = 0.0
     snr_db: tuple[float, float] = (-5.0, 15.0)
     pitch_shift_prob: float = 0.6
     pitch_shift_semitones: float = 3.0
@@ -166,13 +172,14 @@ class AugmentConfig:
             if len(value) != 2 or value[0] > value[1]:
                 raise ConfigError(f"augment.{name} must be a range [low, high] with low <= high, got {list(value)}")
             set_(self, name, value)
-        for name in ("voice_only_prob", "own_accomp_prob", "pitch_shift_prob", "eq_prob", "reverb_prob",
-                     "compress_prob", "peak_prob", "limit_prob", "resample_prob"):
+        for name in ("voice_only_prob", "own_accomp_prob", "accomp_only_prob", "pitch_shift_prob", "eq_prob",
+                     "reverb_prob", "compress_prob", "peak_prob", "limit_prob", "resample_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augment.{name} must be a probability in [0, 1], got {getattr(self, name)}")
-        if self.voice_only_prob + self.own_accomp_prob > 1.0:
-            raise ConfigError("augment.voice_only_prob + augment.own_accomp_prob must not exceed 1, got "
-                              f"{self.voice_only_prob} + {self.own_accomp_prob}")
+        if self.voice_only_prob + self.own_accomp_prob + self.accomp_only_prob > 1.0:
+            raise ConfigError("augment.voice_only_prob + augment.own_accomp_prob + augment.accomp_only_prob must "
+                              f"not exceed 1, got {self.voice_only_prob} + {self.own_accomp_prob} + "
+                              f"{self.accomp_only_prob}")
         if not 0.0 <= self.pitch_shift_semitones <= 12.0:
             raise ConfigError(f"augment.pitch_shift_semitones must be in [0, 12], got {self.pitch_shift_semitones}")
         if self.eq_gain_db < 0:

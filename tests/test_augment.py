@@ -144,6 +144,28 @@ def test_remix_snr_and_sources():
     assert alone.render(rng).accomp is None
 
 
+def test_accompaniment_only_segments_are_unvoiced():
+    clips = noise_clips()
+    cfg = make_cfg(voice_only_prob=0.0, own_accomp_prob=0.0, accomp_only_prob=1.0, pitch_shift_prob=1.0, **DRY)
+    s = A.AudioSegmentSampler([], cfg, FeatureStats.identity(), 0, clips=clips)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        seg = s.render(rng)
+        assert seg.info["kind"] == "accomp" and seg.info["accomp_clip"] != seg.info["clip"]
+        assert seg.info["ratio"] == (1, 1)  # nothing to transpose
+        assert not seg.voice.any() and seg.accomp is not None and A.rms(seg.audio) > 1e-3
+        assert not seg.f0.any() and seg.valid.all()  # every frame a rest the loss sees
+    _, classes, mask = s.segment(rng)
+    assert not classes.any() and mask[cfg.warmup_frames :].all()
+    # The share comes out of the cross remixes: with the default 0 nothing changes.
+    mixed = A.AudioSegmentSampler([], make_cfg(voice_only_prob=0.2, own_accomp_prob=0.2, accomp_only_prob=0.3, **DRY),
+                                  FeatureStats.identity(), 0, clips=clips)
+    kinds = [mixed.render(rng).info["kind"] for _ in range(200)]
+    assert 0.2 < kinds.count("accomp") / 200 < 0.4 and {"voice", "own", "cross"} <= set(kinds)
+    with pytest.raises(ConfigError, match="accomp_only_prob"):
+        AugmentConfig(voice_only_prob=0.5, own_accomp_prob=0.3, accomp_only_prob=0.3)
+
+
 def test_level_normalisation_and_limiter(rng):
     x = 0.05 * rng.standard_normal(8000) * np.repeat(rng.uniform(0.2, 1.0, 20), 400)
     peak_cfg = AugmentConfig(peak_prob=1.0, limit_prob=0.0, peak_dbfs=(-3.0, -3.0))
