@@ -7,6 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from melodyrt.rt.errors import MelodyRTError
+
 
 def register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train MF-TFA with SD-MS (needs the [train] extra)",
@@ -68,6 +70,8 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
                    help="synth-over-real: voice-to-accompaniment ratios [dB]; inf = voice alone (default 0 5 inf)")
     p.add_argument("--set-seed", type=int, help="synth-over-real: seed of the melodies (default: the set's)")
     p.add_argument("--cache", default=".cache/features")
+    p.add_argument("--voicing-thresholds", nargs="+", type=float, metavar="P",
+                   help="also score the outputs decoded at these thresholds on p(voiced) (default: 0.5 only)")
     p.add_argument("--json", help="write pooled and per-track scores here")
     p.set_defaults(func=_eval)
 
@@ -76,11 +80,14 @@ def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_checkpoint, evaluate_synth_over_real
 
     if args.set == "synth-over-real":
+        if args.voicing_thresholds:
+            raise MelodyRTError("--voicing-thresholds scores --set data only")
         report = evaluate_synth_over_real(args.checkpoint, args.data, args.set_dir, singers=args.singers,
                                           snrs=args.snr, seed=args.set_seed, cache_dir=args.cache)
     else:
         report = evaluate_checkpoint(args.checkpoint, args.data, variant=args.variant, singers=args.singers,
-                                     cache_dir=args.cache, backing=args.backing)
+                                     cache_dir=args.cache, backing=args.backing,
+                                     voicing_thresholds=args.voicing_thresholds)
     print(report["table"])
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
@@ -126,7 +133,6 @@ def register_offline(sub: argparse._SubParsersAction) -> None:
 def _offline(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from melodyrt.rt.errors import MelodyRTError
     from melodyrt.rt.outputs import parse_formats, write_outputs
 
     from .offline import transcribe_offline

@@ -20,11 +20,17 @@ from .train import load_checkpoint, model_from_checkpoint, predict_linear, score
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, variant: str | None = None,
                         singers: list[str] | None = None, cache_dir: str | Path = ".cache/features",
-                        progress: bool = True, backing: str = "all") -> dict:
+                        progress: bool = True, backing: str = "all",
+                        voicing_thresholds: list[float] | None = None) -> dict:
     """Evaluate the full-sequence forward of a checkpoint (causal or paper) on ``data``.
 
     Parameters
     ----------
+    voicing_thresholds : list of float, optional
+        Also score the same outputs decoded at each of these thresholds on p(voiced)
+        (``decode_salience``); the main scores stay at its default 0.5. Shows what a
+        stricter or looser voicing decision trades between VR and VFA.
+
     backing : {"all", "foreign", "shared"}
         With ``singers`` on multitrack data: keep only the clips whose accompaniment does
         not (``foreign``) or does (``shared``) also occur in another singer's clip
@@ -34,8 +40,13 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, variant: str |
     Returns
     -------
     dict
-        ``pooled`` (metrics over all frames), ``per_track`` and a markdown ``table``.
+        ``pooled`` (metrics over all frames), ``per_track``, ``by_threshold`` (pooled per
+        voicing threshold, when asked) and a markdown ``table``.
     """
+    thresholds = [float(t) for t in voicing_thresholds or []]
+    bad = [t for t in thresholds if not 0.0 < t < 1.0]
+    if bad:
+        raise MelodyRTError(f"voicing thresholds must lie strictly between 0 and 1, got {bad}")
     ckpt = load_checkpoint(checkpoint)
     model, stats = model_from_checkpoint(ckpt)
     cfp = _from_mapping(CfpConfig, ckpt["cfp_config"], "cfp.")
@@ -56,15 +67,24 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, variant: str |
     cache.build(tracks, progress=progress)
     lookahead = model.delay_frames
     scorer = MelodyScorer()
+    swept = {t: MelodyScorer() for t in thresholds}
     for t in tqdm(tracks, desc="evaluating", unit="track", disable=not progress):
         available = variants_of(t)
         v = variant if variant in available else ("mix0" if "mix0" in available else "mix")
-        score_track(scorer, model, cache, t, v, stats, lookahead)
+        sal = score_track(scorer, model, cache, t, v, stats, lookahead)
+        times = frame_times(sal.shape[0], cache.cfg, cache.delay_samples) - lookahead * cache.cfg.hop_seconds
+        for thr, sweep in swept.items():
+            f0, voiced, _ = decode_salience(sal, voicing_threshold=thr)
+            sweep.add(t.name, t.label_times, t.label_f0, times, f0, voiced)
     pooled = scorer.pooled()
     label = f"{layout} ({len(tracks)} tracks{'' if backing == 'all' else ', ' + backing + ' backing'})"
     table = "pooled over frames\n" + format_table({label: pooled})
+    by_threshold = {thr: sweep.pooled() for thr, sweep in swept.items()}
+    if by_threshold:
+        table += "\n\npooled over frames, by voicing threshold on p(voiced)\n" + format_table(
+            {f"threshold {thr:g}": m for thr, m in by_threshold.items()})
     table += "\n\nper track\n" + format_table(scorer.per_track)
-    return {"pooled": pooled, "per_track": scorer.per_track, "table": table}
+    return {"pooled": pooled, "per_track": scorer.per_track, "by_threshold": by_threshold, "table": table}
 
 
 def evaluate_synth_over_real(checkpoint: str | Path, data: str | Path, set_dir: str | Path,

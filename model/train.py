@@ -169,12 +169,16 @@ def predict_linear(model: MFTFA, linear: NDArray, stats: FeatureStats, chunk: in
 
 
 def score_track(scorer: MelodyScorer, model: MFTFA, cache: FeatureCache, track: Track, variant: str,
-                stats: FeatureStats, lookahead: int) -> None:
-    """Run the full-sequence forward on one cached variant, decode it, add it to ``scorer``."""
+                stats: FeatureStats, lookahead: int) -> NDArray[np.float32]:
+    """Run the full-sequence forward on one cached variant, decode it, add it to ``scorer``.
+
+    Returns the main output (T, 361) it decoded.
+    """
     sal = predict_linear(model, cache.load(track, variant), stats)
     f0, voiced, _ = decode_salience(sal)
     times = frame_times(sal.shape[0], cache.cfg, cache.delay_samples) - lookahead * cache.cfg.hop_seconds
     scorer.add(track.name, track.label_times, track.label_f0, times, f0, voiced)
+    return sal
 
 
 def validate(model: MFTFA, cache: FeatureCache, tracks: list[Track], stats: FeatureStats,

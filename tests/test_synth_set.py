@@ -128,3 +128,32 @@ def test_eval_command_scores_the_set(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "mir1k (1 tracks, foreign backing)" in text and "annar_1_01" in text and "Kenshin_1_01" not in text
+
+
+def test_eval_voicing_thresholds_sweep_the_same_outputs(tmp_path, capsys):
+    pytest.importorskip("torch", reason="melodyrt eval needs the [train] extra (torch)")
+    pytest.importorskip("mir_eval")
+    from melodyrt.rt.cli import main
+
+    # The shipped model: its p(voiced) on these clips spreads over (0, 1), an untrained one's does not.
+    ckpt = Path(__file__).resolve().parents[1] / "model" / "weights" / "rt" / "checkpoint.pt"
+    data = fake_mir1k(tmp_path / "mir", seconds=2.0)
+    js = tmp_path / "scores.json"
+    args = ["eval", "--checkpoint", str(ckpt), "--data", str(data), "--singers", "Kenshin", "annar",
+            "--cache", str(tmp_path / "cache")]
+    assert main(args + ["--voicing-thresholds", "0.01", "0.5", "0.99", "--json", str(js)]) == 0
+    assert "by voicing threshold on p(voiced)" in capsys.readouterr().out
+    report = json.loads(js.read_text())
+    sweep = report["by_threshold"]
+    assert set(sweep) == {"0.01", "0.5", "0.99"}
+    # 0.5 is the decoder's default: the sweep re-decodes the very outputs the main scores came from.
+    assert sweep["0.5"] == pytest.approx(report["pooled"])
+    # A stricter decision calls fewer frames voiced; the pitch of each frame does not change.
+    assert sweep["0.01"]["VR"] > sweep["0.5"]["VR"] > sweep["0.99"]["VR"]
+    assert sweep["0.01"]["RPA"] == sweep["0.5"]["RPA"] == sweep["0.99"]["RPA"]
+    # Out of range and with the synthetic set: a one-line error, not a traceback.
+    assert main(args + ["--voicing-thresholds", "1.5"]) == 2
+    assert "strictly between 0 and 1" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--set", "synth-over-real",
+                 "--set-dir", str(tmp_path / "set"), "--voicing-thresholds", "0.6"]) == 2
+    assert "--set data only" in capsys.readouterr().err
