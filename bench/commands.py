@@ -261,19 +261,13 @@ def _e2e(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'e2e_bench.json'}, {out / 'e2e_bench.md'}")
     if not args.check:
         return 0
-    from .budget import held_back_by, load_budget
+    from .budget import load_budget
+    from .e2e_bench import e2e_check_notes
 
     measured = measured_for_budget(result)
     notes = [] if measured else ["no note-on was answered: nothing to check (untrained model?)"]
     budget = load_budget(budget_path)
-    a = result["algorithmic"]
-    for q, key in (("p50", "e2e_note_on_p50_ms"), ("p99", "e2e_note_on_p99_ms")):
-        if key in measured and key in budget:
-            stages = {"CFP window's effective delay": a["cfp_window"]["ms"], "resampler delay": a["resampler"]["ms"],
-                      "model look-ahead": a["model_look_ahead"]["ms"], "decoder smoothing": a["decoder_smoothing"]["ms"]}
-            stages["rest (hop wait, voicing/onset decisions, compute, transport)"] = max(0.0, measured[key] - sum(stages.values()))
-            notes.append(held_back_by(stages, budget[key], f"e2e note-on {q} (measured)",
-                                      fixed={k for k in stages if not k.startswith("rest")}))
+    notes += e2e_check_notes(result, measured, budget)
     return report_check(measured, budget_path, notes, out / "e2e_bench.md")
 
 

@@ -718,6 +718,50 @@ def measured_for_budget(result: dict[str, Any]) -> dict[str, float]:
             "e2e_note_on_slope_ms_per_min": abs(on["slope_ms_per_min"])}
 
 
+def e2e_check_notes(result: dict[str, Any], measured: dict[str, float], budget: dict[str, float]) -> list[str]:
+    """What holds each note-on goal back, split where the bench measured the split.
+
+    The offline run (:func:`offline_note_on`) says when the tracker has *decided* each
+    note-on: the CFP window, the network's voicing, the onset rule and the wait for the
+    frame boundary, with no device in the way. That part is fixed by the model and the
+    front end; what the live figure adds on top (buffering, compute, JACK and MIDI
+    transport) is not. Without an offline figure the design's algorithmic delays stand in
+    for the decision.
+
+    Parameters
+    ----------
+    result : dict
+        :func:`run`'s result.
+    measured : dict
+        :func:`measured_for_budget` of it [ms].
+    budget : dict
+        The latency budget [ms].
+
+    Returns
+    -------
+    list of str
+        One sentence per note-on goal in both ``measured`` and ``budget``.
+    """
+    from .budget import held_back_by
+
+    off = result.get("offline_note_on", {})
+    a = result["algorithmic"]
+    notes = []
+    for q, key in (("p50", "e2e_note_on_p50_ms"), ("p99", "e2e_note_on_p99_ms")):
+        if key not in measured or key not in budget:
+            continue
+        decision = "note-on decision (offline: CFP window, voicing, onset rule, hop wait)"
+        if f"{q}_ms" in off:
+            stages = {decision: off[f"{q}_ms"]}
+        else:
+            decision = "design's algorithmic delay (CFP window, resampler, look-ahead, smoothing)"
+            stages = {decision: sum(a[k]["ms"] for k in ("cfp_window", "resampler", "model_look_ahead",
+                                                        "decoder_smoothing"))}
+        stages["live buffering, compute and transport"] = max(0.0, measured[key] - stages[decision])
+        notes.append(held_back_by(stages, budget[key], f"e2e note-on {q} (measured)", fixed={decision}))
+    return notes
+
+
 def write_plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     import matplotlib
 

@@ -246,3 +246,25 @@ def test_offline_note_on_times_the_shipped_models_decision():
     # a signal with no voice decides nothing
     silent = offline_note_on(bundle, np.zeros_like(x), phrases, 48000, 128)
     assert silent["answered"] == 0 and "p50_ms" not in silent
+
+
+def test_check_blames_the_offline_decision_not_fixed_stages():
+    """--check splits an over-budget note-on into the offline decision and what live adds."""
+    from melodyrt.bench.e2e_bench import e2e_check_notes
+
+    algo = {k: {"ms": v} for k, v in (("cfp_window", 8.0), ("resampler", 1.0), ("model_look_ahead", 0.0),
+                                       ("decoder_smoothing", 0.0))}
+    budget = {"e2e_note_on_p50_ms": 15.0, "e2e_note_on_p99_ms": 20.0}
+    measured = {"e2e_note_on_p50_ms": 33.0, "e2e_note_on_p99_ms": 44.0}
+    result = {"algorithmic": algo, "offline_note_on": {"p50_ms": 31.0, "p99_ms": 41.0}}
+    p50, p99 = e2e_check_notes(result, measured, budget)
+    assert "note-on decision (offline" in p50 and "alone (31.00 ms) exceeds the 15 ms goal" in p50
+    assert "live buffering, compute and transport 2.00 ms" in p50
+    assert "alone (41.00 ms)" in p99 and "transport 3.00 ms" in p99
+    # a decision within the goal leaves the live part to blame, never as "unreachable"
+    fast = {"algorithmic": algo, "offline_note_on": {"p50_ms": 10.0, "p99_ms": 12.0}}
+    (p50,) = e2e_check_notes(fast, {"e2e_note_on_p50_ms": 30.0}, budget)
+    assert "largest is the live buffering" in p50 and "exceeds" not in p50
+    # no offline figure: the design's algorithmic delays stand in for the decision
+    (p50,) = e2e_check_notes({"algorithmic": algo}, {"e2e_note_on_p50_ms": 33.0}, budget)
+    assert "algorithmic delay" in p50 and "live buffering, compute and transport 24.00 ms" in p50
