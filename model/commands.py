@@ -30,6 +30,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
                    "normalisation), e.g. to fine-tune a shallower network")
     p.add_argument("--init-modules", type=int, nargs="+", metavar="I",
                    help="0-based modules of --init-from that become the new model's modules, in order")
+    p.add_argument("--teacher", help="checkpoint of a frozen teacher to distil from (the config sets loss.distill)")
     p.set_defaults(func=_train)
 
 
@@ -41,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in {
         "data": args.data, "out_dir": args.out, "cache_dir": args.cache, "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch, "ablation": args.ablation, "seed": args.seed,
-        "init_from": args.init_from,
+        "init_from": args.init_from, "teacher": args.teacher,
         "init_modules": tuple(args.init_modules) if args.init_modules else None,
     }.items() if v is not None}
     cfg = cfg.replace(**changes)

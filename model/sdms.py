@@ -86,8 +86,34 @@ def onset_weighted(target: Tensor, mask: Tensor, weight: float, frames: int) -> 
     return mask * torch.where(near, torch.tensor(float(weight)), torch.tensor(1.0))
 
 
-def sdms_loss(out: dict, target: Tensor, mask: Tensor, w: LossConfig) -> tuple[Tensor, dict[str, float]]:
+def distill_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) of the row-softmaxes at ``temperature``, times its square.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : Tensor [shape=(B, 361, T)]
+    mask : Tensor [shape=(B, T)] [float] 1 where the frame counts
+    temperature : float
+
+    Returns
+    -------
+    Tensor (scalar)
+        Summed over the rows, averaged over the frames where ``mask`` is 1: 0 exactly when
+        the two distributions agree on every such frame.
+    """
+    t = float(temperature)
+    logq = F.log_softmax(student_logits.float() / t, dim=1)
+    logp = F.log_softmax(teacher_logits.float() / t, dim=1)
+    per = (logp.exp() * (logp - logq)).sum(dim=1)  # (B, T)
+    return (per * mask).sum() / mask.sum().clamp(min=1) * t * t
+
+
+def sdms_loss(out: dict, target: Tensor, mask: Tensor, w: LossConfig,
+              teacher_logits: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Weighted SD-MS loss of one batch.
+
+    ``teacher_logits`` (B, 361, T), the main logits of a frozen teacher network on the same
+    batch, add ``w.distill`` times :func:`distill_kl`.
 
     Returns
     -------
@@ -103,5 +129,7 @@ def sdms_loss(out: dict, target: Tensor, mask: Tensor, w: LossConfig) -> tuple[T
         terms["aux2"] = bce_rows(out["aux2_logits"], target, sup)
     terms["mse1"] = masked_mse(out["feat1"], teacher, mask)
     terms["mse2"] = masked_mse(out["feat2"], teacher, mask)
+    if teacher_logits is not None:
+        terms["distill"] = distill_kl(out["main_logits"], teacher_logits, mask, w.distill_temperature)
     loss = sum(getattr(w, k) * v for k, v in terms.items() if getattr(w, k) != 0.0)
     return loss, {k: float(v.detach()) for k, v in terms.items()}

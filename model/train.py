@@ -271,6 +271,46 @@ def model_from_checkpoint(ckpt: dict) -> tuple[MFTFA, FeatureStats]:
     return model, checkpoint_stats(ckpt)
 
 
+class Teacher:
+    """A frozen network whose main logits the student learns to match (``loss.distill``).
+
+    Parameters
+    ----------
+    model : MFTFA
+        In eval mode (no dropout, running BatchNorm statistics).
+    student_stats, teacher_stats : FeatureStats
+        The batch arrives normalised with the student's statistics; the teacher sees it
+        renormalised to its own, ``(x * s_scale + s_offset - t_offset) / t_scale``.
+    """
+
+    def __init__(self, model: MFTFA, student_stats: FeatureStats, teacher_stats: FeatureStats) -> None:
+        self.model = model
+        f = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None, :, :, None]  # (1, 3, 360, 1)
+        self._gain = f(student_stats.scale / teacher_stats.scale)
+        self._bias = f((student_stats.offset - teacher_stats.offset) / teacher_stats.scale)
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Main logits (B, 361, T) for a student batch ``x`` (B, 3, 360, T)."""
+        return self.model(x * self._gain + self._bias)["main_logits"].detach()
+
+
+def load_teacher(cfg: TrainConfig, stats: FeatureStats, lookahead: int) -> Teacher:
+    """The teacher of ``cfg.teacher``, checked against the student's front end and labels."""
+    ckpt = load_checkpoint(cfg.teacher)
+    if not same_front_end(ckpt, cfg.cfp):
+        raise MelodyRTError(f"teacher {cfg.teacher} was trained on another CFP configuration than this run's")
+    model, t_stats = model_from_checkpoint(ckpt)
+    if model.cfg.lookahead_frames != lookahead:
+        raise MelodyRTError(f"teacher {cfg.teacher} predicts {model.cfg.lookahead_frames} frames back, the "
+                            f"student {lookahead}: their outputs would not describe the same frames")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return Teacher(model, stats, t_stats)
+
+
 def init_weights(model: MFTFA, source: dict[str, torch.Tensor], modules: tuple[int, ...] = ()) -> tuple[int, list[str]]:
     """Copy a trained state dict into ``model`` where names and shapes match.
 
@@ -411,6 +451,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
             print(f"resuming {last}: epoch {state.epoch + 1}, step {state.step_in_epoch}")
     (out / "train_config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
 
+    teacher = load_teacher(cfg, stats, model_cfg.lookahead_frames) if cfg.teacher else None
     if cfg.augment.enabled:  # audio-domain augmentation, CFP in the loader (model/augment.py)
         from .augment import AudioSegmentSampler
         sampler = AudioSegmentSampler(train_t, cfg, stats, model_cfg.lookahead_frames)
@@ -432,7 +473,8 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True, max_trac
                 x = x.to(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 outputs = model(x)
-            loss, parts = sdms_loss(outputs, y, mask, weights)
+                teacher_logits = teacher(x) if teacher is not None else None
+            loss, parts = sdms_loss(outputs, y, mask, weights, teacher_logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -37,6 +37,13 @@ class LossConfig:
         BCE terms (1 = plain SD-MS). A causal model that calls a note's first frames silent
         costs only a few frames of loss, yet every MIDI note-on waits for them.
     onset_frames : int [frames]
+    distill : float
+        Weight of knowledge distillation from a teacher network (``TrainConfig.teacher``):
+        the KL divergence from the teacher's main output to the student's, summed over the
+        361 rows and averaged over the frames that count (0 = off).
+    distill_temperature : float
+        Softmax temperature of both sides of the distillation term (scaled by its square,
+        as in Hinton et al. 2015, so its gradients keep their size).
     """
 
     main: float = 1.0
@@ -47,9 +54,15 @@ class LossConfig:
     detach_teacher: bool = True
     onset_weight: float = 1.0
     onset_frames: int = 2
+    distill: float = 0.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         from melodyrt.rt.errors import ConfigError
+
+        if self.distill < 0 or not self.distill_temperature > 0:
+            raise ConfigError(f"loss.distill must be >= 0 and loss.distill_temperature > 0, got "
+                              f"{self.distill}, {self.distill_temperature}")
 
         if not self.onset_weight > 0 or self.onset_frames < 1:
             raise ConfigError(f"loss.onset_weight must be > 0 and loss.onset_frames >= 1, got "
@@ -247,6 +260,10 @@ class TrainConfig:
     augment : AugmentConfig
         Audio-domain augmentation (remixing, voice pitch shift, EQ, reverb, compression,
         mastering levels, the live resampler), off by default.
+    teacher : str
+        Checkpoint of a teacher network for ``loss.distill`` ("" = none), typically the
+        paper's non-causal mode on the same CFP (``model/configs/rt2_offline.yaml``). It runs
+        frozen, in eval mode, on every training batch; its own feature statistics apply.
     init_modules : tuple of int
         0-based MF-TFA modules of ``init_from`` that become this model's modules, in order
         (empty = the same indices). Dropping a module of a residual network and
@@ -282,6 +299,7 @@ class TrainConfig:
     workers: int = 2
     init_from: str = ""
     init_modules: tuple[int, ...] = ()
+    teacher: str = ""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -293,6 +311,9 @@ class TrainConfig:
             raise ConfigError("warmup_frames must be in [0, segment_frames)")
         if not 0 <= self.pitch_shift_bins < 360:
             raise ConfigError(f"pitch_shift_bins must be in [0, 360), got {self.pitch_shift_bins}")
+        if (self.loss.distill > 0) != bool(self.teacher):
+            raise ConfigError("loss.distill > 0 needs a teacher checkpoint, and a teacher needs loss.distill > 0; "
+                              f"got loss.distill {self.loss.distill}, teacher {self.teacher!r}")
 
     @property
     def loss_weights(self) -> LossConfig:
