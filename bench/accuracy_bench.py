@@ -16,7 +16,11 @@ it through the same tracker (resampler, CFP and decoder run for real; the salien
 identical by construction because the decoder does not feed back into the engine).
 
 Latency of a setting = the algorithmic delay the tracker reports (in every timestamp) + mean
-hop wait and one block of buffering at 48 kHz / 128 + the voicing decision lag.
+hop wait and one block of buffering at 48 kHz / 128 + the voicing decision lag. That formula
+cannot see what a voicing threshold costs (a stricter one waits for p(voiced) to climb
+higher), so every setting also gets a measured **onset lag** (:func:`onset_lags`): at each
+labelled note onset after a rest, the time from the label to the first voiced output frame
+(timestamps already have the reported delay subtracted, so this is the lag beyond it).
 """
 
 from __future__ import annotations
@@ -128,13 +132,75 @@ def setting_latency_ms(tracker: Tracker, blocksize: int = 128, rate: int = 48000
 
 Runner = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
+ONSET_REST_S = 0.1     # a labelled onset follows at least this much unvoiced time ...
+ONSET_HOLD_S = 0.05    # ... and stays voiced at least this long
+ONSET_EARLY_S = 0.05   # an output onset up to this much before the label counts (label jitter)
+ONSET_LATE_S = 0.25    # later than this after the label: missed
+
+
+def onset_lags(label_times: np.ndarray, label_f0: np.ndarray, times: np.ndarray, voiced: np.ndarray) -> dict[str, list[float] | int]:
+    """Lag of the output's voicing onsets behind the labelled ones.
+
+    Parameters
+    ----------
+    label_times, label_f0 : ndarray, shape (n,)
+        Reference grid [s] and f0 [Hz] (0 = unvoiced).
+    times, voiced : ndarray, shape (m,)
+        Output frame times [s] (reported delay already subtracted) and voicing decisions.
+
+    Returns
+    -------
+    dict
+        ``lags_ms`` (one per matched onset: first output onset in
+        [label - ONSET_EARLY_S, label + ONSET_LATE_S] minus the label [ms]), ``missed``
+        (no output onset in that window and unvoiced at its start) and ``bridged`` (the
+        output was still voiced from before: the rest was not heard).
+    """
+    lt, voiced_ref = np.asarray(label_times, float), np.asarray(label_f0, float) > 0
+    t, v = np.asarray(times, float), np.asarray(voiced, bool)
+    out: dict[str, list[float] | int] = {"lags_ms": [], "missed": 0, "bridged": 0}
+    if len(lt) < 2 or len(t) == 0:
+        return out
+    dt = float(np.median(np.diff(lt)))
+    rest, hold = int(round(ONSET_REST_S / dt)), int(round(ONSET_HOLD_S / dt))
+    est_on = t[np.flatnonzero(v & ~np.r_[False, v[:-1]])]
+    for i in range(rest, len(lt) - hold):
+        if not voiced_ref[i] or voiced_ref[i - rest:i].any() or not voiced_ref[i:i + hold].all():
+            continue
+        t0 = lt[i]
+        cand = est_on[(est_on >= t0 - ONSET_EARLY_S) & (est_on <= t0 + ONSET_LATE_S)]
+        j = int(np.searchsorted(t, t0 - ONSET_EARLY_S))
+        if cand.size:
+            out["lags_ms"].append(1000.0 * float(cand[0] - t0))  # type: ignore[union-attr]
+        elif j < len(t) and v[j]:
+            out["bridged"] += 1  # type: ignore[operator]
+        else:
+            out["missed"] += 1  # type: ignore[operator]
+    return out
+
+
+def onset_summary(parts: list[dict[str, Any]]) -> dict[str, float]:
+    """Pool :func:`onset_lags` results: p50/p90 lag [ms], missed and bridged [% of labelled onsets]."""
+    lags = np.array([x for p in parts for x in p["lags_ms"]], float)
+    missed, bridged = sum(p["missed"] for p in parts), sum(p["bridged"] for p in parts)
+    n = len(lags) + missed + bridged
+    return {"onsets": n,
+            "lag_p50_ms": float(np.percentile(lags, 50)) if lags.size else float("nan"),
+            "lag_p90_ms": float(np.percentile(lags, 90)) if lags.size else float("nan"),
+            "missed_pct": 100.0 * missed / n if n else float("nan"),
+            "bridged_pct": 100.0 * bridged / n if n else float("nan")}
+
 
 def score_runner(name: str, tracks: list[Any], run: Runner, per_condition: dict[str, Any],
-                 max_seconds: float | None = None) -> None:
-    """Score ``run`` (signal, rate -> times, f0, voiced) on every track and condition into ``per_condition``."""
+                 max_seconds: float | None = None, onsets: dict[str, Any] | None = None) -> None:
+    """Score ``run`` (signal, rate -> times, f0, voiced) on every track and condition into ``per_condition``.
+
+    With ``onsets`` given, also pools :func:`onset_lags` into ``onsets[condition][name]``.
+    """
     from melodyrt.model.metrics import MelodyScorer
 
     scorers: dict[str, MelodyScorer] = {}
+    lag_parts: dict[str, list[dict[str, Any]]] = {}
     for tr in tracks:
         keep = slice(None) if max_seconds is None else tr.label_times <= max_seconds
         for cond, (x, sr) in conditions(tr).items():
@@ -142,8 +208,12 @@ def score_runner(name: str, tracks: list[Any], run: Runner, per_condition: dict[
                 x = x[: int(max_seconds * sr)]
             t, f, v = run(x, sr)
             scorers.setdefault(cond, MelodyScorer()).add(tr.name, tr.label_times[keep], tr.label_f0[keep], t, f, v)
+            if onsets is not None:
+                lag_parts.setdefault(cond, []).append(onset_lags(tr.label_times[keep], tr.label_f0[keep], t, v))
     for cond, sc in scorers.items():
         per_condition.setdefault(cond, {})[name] = sc.pooled()
+    for cond, parts in lag_parts.items():
+        onsets.setdefault(cond, {})[name] = onset_summary(parts)  # type: ignore[union-attr]
 
 
 def tracker_runner(tracker_for: Callable[[int], Tracker]) -> Runner:
@@ -169,6 +239,7 @@ def run(bundle: ModelBundle | str | Path | None, data: Path, out_dir: Path, *, s
     settings += [Setting(f"model {Path(m).name}", DecoderConfig(), m) for m in models]
     per_condition: dict[str, dict[str, dict[str, float]]] = {}
     latency: dict[str, float] = {}
+    onsets: dict[str, dict[str, dict[str, float]]] = {}
     t0 = time.perf_counter()
     from melodyrt.rt.engine import create_engine
 
@@ -193,7 +264,7 @@ def run(bundle: ModelBundle | str | Path | None, data: Path, out_dir: Path, *, s
         else:
             runner = _replay_runner(bundle, cfg, record_cfg, replay, cache)
             lat_tracker = Tracker(8000, bundle, config=cfg, engine=replay)
-        score_runner(s.name, tracks, runner, per_condition, max_seconds=4.0 if quick else None)
+        score_runner(s.name, tracks, runner, per_condition, max_seconds=4.0 if quick else None, onsets=onsets)
         latency[s.name] = setting_latency_ms(lat_tracker)
     if extra is not None:
         extra(tracks, per_condition, latency, 4.0 if quick else None)
@@ -207,8 +278,12 @@ def run(bundle: ModelBundle | str | Path | None, data: Path, out_dir: Path, *, s
         "settings": {s.name: {**s.decoder.__dict__, "model": s.bundle} for s in settings},
         "latency_ms": latency,
         "scores": per_condition,
+        "onsets": onsets,
         "notes": [f"model look-ahead is fixed by the export ({bundle.delay_frames} frames): no look-ahead variants with one model",
-                  "latency = algorithmic delay + mean hop wait + one 128-frame block at 48 kHz + voicing decision lag"],
+                  "latency = algorithmic delay + mean hop wait + one 128-frame block at 48 kHz + voicing decision lag",
+                  f"onset lag = first voiced output frame minus the labelled onset (>= {ONSET_REST_S * 1000:.0f} ms rest before, "
+                  f">= {ONSET_HOLD_S * 1000:.0f} ms voiced after), beyond the reported delay; missed: nothing within "
+                  f"{ONSET_LATE_S * 1000:.0f} ms; bridged: still voiced from before the rest"],
         "wall_s": time.perf_counter() - t0,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -271,11 +346,15 @@ def markdown(result: dict[str, Any]) -> str:
              f"Data: {d['dir']} ({d['layout']}, {d['tracks']} tracks{', singers ' + ', '.join(d['singers']) if d['singers'] else ''}); "
              f"model {result['model']['name']}{' (UNTRAINED: scores are meaningless)' if result['model']['untrained'] else ''}.", ""]
     for cond, rows in result["scores"].items():
-        lines += [f"## {cond}", "", "| setting | latency ms | " + " | ".join(METRICS) + " |",
-                  "|---|---:|" + "---:|" * len(METRICS)]
+        ons = result.get("onsets", {}).get(cond, {})
+        lines += [f"## {cond}", "", "| setting | latency ms | " + " | ".join(METRICS) + " | onset lag p50 / p90 ms | missed / bridged % |",
+                  "|---|---:|" + "---:|" * len(METRICS) + "---:|---:|"]
         for k, s in sorted(rows.items(), key=lambda kv: result["latency_ms"].get(kv[0], 0.0)):
             lat = result["latency_ms"].get(k)
-            lines.append(f"| {k} | {'-' if lat is None else f'{lat:.1f}'} | " + " | ".join(f"{s[x]:.1f}" for x in METRICS) + " |")
+            o = ons.get(k)
+            on = "- | -" if o is None else (f"{o['lag_p50_ms']:.0f} / {o['lag_p90_ms']:.0f} | "
+                                             f"{o['missed_pct']:.1f} / {o['bridged_pct']:.1f}")
+            lines.append(f"| {k} | {'-' if lat is None else f'{lat:.1f}'} | " + " | ".join(f"{s[x]:.1f}" for x in METRICS) + f" | {on} |")
         lines.append("")
     lines += [f"- {n}" for n in result.get("notes", [])]
     if result.get("plots"):
