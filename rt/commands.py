@@ -387,6 +387,8 @@ def _transcribe_targets(files: list[Path], args: argparse.Namespace) -> tuple[li
         if len(files) > 1:
             raise MelodyRTError("--out names one output; use --out-dir DIR for several files")
         out = Path(args.out)
+        if out.is_dir():   # `--out .` or `--out results/`: the folder the user means
+            return [out / files[0].stem], parse_formats(args.format or "csv,mid")
         suffix = out.suffix.lower().lstrip(".")
         suffix = "mid" if suffix == "midi" else suffix
         formats = parse_formats(args.format) if args.format else ((suffix,) if suffix in FORMATS else ("csv", "mid"))

@@ -126,6 +126,10 @@ def test_cli_transcribe_single_file_output_and_errors(tmp_path, untrained_bundle
     assert main(["transcribe", str(good), "--out", str(tmp_path / "track.csv"), *model]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tone.wav", "track.csv"]  # the suffix picks the format
     assert read_csv(tmp_path / "track.csv").shape == (50, 3)
+    folder = tmp_path / "here"
+    folder.mkdir()
+    assert main(["transcribe", str(good), "--out", str(folder), *model]) == 0   # `--out .`: that folder
+    assert sorted(p.name for p in folder.iterdir()) == ["tone.csv", "tone.mid"]
     capsys.readouterr()
     for argv in (
         ["transcribe", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "m.csv"), *model],
