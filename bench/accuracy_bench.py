@@ -57,10 +57,11 @@ def default_sweep() -> list[Setting]:
     out += [Setting("ema 5", replace(d, smoothing="ema", smoothing_frames=5))]
     out += [Setting(f"on_frames {k}", replace(d, on_frames=k)) for k in (2, 3)]
     out += [Setting("off_frames 4", replace(d, off_frames=4))]
-    # stricter voicing: fewer false alarms over a backing track, for later onsets
-    out += [Setting(f"voicing {on:g}/{off:g}", replace(d, voicing_on=on, voicing_off=off)) for on, off in ((0.6, 0.5), (0.7, 0.6))]
+    # the voicing frontier: stricter thresholds trade onsets for fewer false alarms over a backing
+    out += [Setting(f"voicing {on:g}/{off:g}", replace(d, voicing_on=on, voicing_off=off))
+            for on, off in ((0.5, 0.4), (0.6, 0.4), (0.6, 0.5), (0.7, 0.6)) if (on, off) != (d.voicing_on, d.voicing_off)]
     # a plain 0.5 threshold: what `melodyrt eval` scores, so the two can be compared
-    out += [Setting("no hysteresis", replace(d, voicing_off=d.voicing_on, off_frames=1))]
+    out += [Setting("no hysteresis", replace(d, voicing_on=0.5, voicing_off=0.5, off_frames=1))]
     return out
 
 

@@ -87,3 +87,17 @@ def test_bad_numeric_values_are_rejected(tmp_path, data):
 def test_example_config_holds_the_defaults():
     example = Path(__file__).resolve().parents[1] / "examples" / "pipeline.yaml"
     assert PipelineConfig.from_yaml(example) == PipelineConfig()
+
+
+def test_live_example_holds_the_tracker_defaults_and_backing_only_tightens_voicing():
+    from dataclasses import replace
+
+    from melodyrt.rt.commands import _live_settings
+    from melodyrt.rt.tracker import TrackerConfig
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    live, _ = _live_settings(str(examples / "live.yaml"))
+    assert live == TrackerConfig()
+    backing, source = _live_settings(str(examples / "backing.yaml"))
+    d = TrackerConfig()
+    assert source == {} and backing == replace(d, decoder=replace(d.decoder, voicing_on=0.7, voicing_off=0.6))
