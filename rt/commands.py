@@ -128,25 +128,49 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="exported model folder (default: the packaged model/weights/rt)")
     p.add_argument("--backend", choices=("auto", "ort", "tensorrt", "torch"), default="auto",
                    help="inference engine (default auto: TensorRT when usable, else ONNX Runtime)")
-    p.add_argument("--config", metavar="YAML", help="settings file with 'tracker:' (decoder, resample) and, "
-                   "for live, 'source:' sections; see examples/live.yaml")
+    p.add_argument("--config", metavar="YAML", help="settings file with 'tracker:' (decoder, resample), "
+                   "'source:' (live) and 'midi:' (note logic: live, and .mid files) sections; see examples/live.yaml")
+
+
+#: Sections a ``--config`` file may have, and the commands that read each.
+CONFIG_SECTIONS = {"tracker": "decoder and resampler (every command)", "source": "the audio input (live, karaoke)",
+                   "midi": "note logic and MIDI output (live, and transcribe's .mid)"}
+
+
+def _settings(path: str | None) -> tuple[Any, dict, dict]:
+    """``(TrackerConfig, source section, midi section)`` from a ``--config`` file.
+
+    Every section is checked when the file is read, also the ones the command does not use,
+    so a typo fails before any device opens rather than after a take.
+    """
+    from .config import _from_mapping, load_yaml
+    from .midi_out import MidiConfig
+    from .source import SourceConfig
+    from .tracker import TrackerConfig
+
+    if not path:
+        return TrackerConfig(), {}, {}
+    data = load_yaml(path)
+    unknown = set(data) - set(CONFIG_SECTIONS)
+    if unknown:
+        raise MelodyRTError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; allowed: {', '.join(CONFIG_SECTIONS)}")
+    sections = {}
+    for name in ("source", "midi"):
+        sections[name] = data.get(name) or {}
+        if not isinstance(sections[name], dict):
+            raise MelodyRTError(f"{path}: '{name}' must be a mapping")
+    _from_mapping(SourceConfig, sections["source"], "source.")
+    try:
+        MidiConfig.from_settings(f"{path}: midi", **sections["midi"])
+    except (TypeError, ValueError) as exc:
+        raise MelodyRTError(f"{path}: midi: {exc}") from None
+    return TrackerConfig.from_dict(data.get("tracker")), sections["source"], sections["midi"]
 
 
 def _live_settings(path: str | None) -> tuple[Any, dict]:
     """``(TrackerConfig, source section)`` from a ``--config`` file (defaults without one)."""
-    from .config import load_yaml
-    from .tracker import TrackerConfig
-
-    if not path:
-        return TrackerConfig(), {}
-    data = load_yaml(path)
-    unknown = set(data) - {"tracker", "source"}
-    if unknown:
-        raise MelodyRTError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}; allowed: tracker, source")
-    source = data.get("source") or {}
-    if not isinstance(source, dict):
-        raise MelodyRTError(f"{path}: 'source' must be a mapping")
-    return TrackerConfig.from_dict(data.get("tracker")), source
+    tracker, source, _ = _settings(path)
+    return tracker, source
 
 
 def _load_model(path: str | None) -> Any:
@@ -213,8 +237,8 @@ def register_live(sub: argparse._SubParsersAction) -> None:
     midi.add_argument("--midi-port", metavar="NAME", help="send MIDI to this output port (name or substring)")
     midi.add_argument("--virtual", action="store_true", help="create a virtual MIDI output port 'melodyrt out'")
     p.add_argument("--midi-api", default="auto", help="MIDI API: auto, alsa, jack (default auto)")
-    p.add_argument("--midi-channel", type=int, default=1, help="MIDI channel 1..16 (default 1)")
-    p.add_argument("--bend-range", type=int, default=2, help="pitch-bend range [semitones] (default 2)")
+    p.add_argument("--midi-channel", type=int, help="MIDI channel 1..16 (default: from --config, else 1)")
+    p.add_argument("--bend-range", type=int, help="pitch-bend range [semitones] (default: from --config, else 2)")
     p.add_argument("--osc", metavar="HOST:PORT", help="send OSC bundles over UDP to HOST:PORT")
     p.add_argument("--chain", metavar="YAML", help="plugin chain file: processors before the tracker, extra sinks")
     p.add_argument("--seconds", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
@@ -224,17 +248,22 @@ def register_live(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_live)
 
 
-def _live_sinks(args: argparse.Namespace) -> list[Any]:
-    """MIDI and OSC sinks from the command line (opened now, so a bad port fails early)."""
+def _live_sinks(args: argparse.Namespace, midi: dict | None = None) -> list[Any]:
+    """MIDI and OSC sinks from the command line (opened now, so a bad port fails early).
+
+    ``midi``: the ``--config`` file's ``midi:`` settings; ``--midi-channel`` and
+    ``--bend-range`` win over them.
+    """
     sinks: list[Any] = []
+    settings = dict(midi or {})
+    settings.update({k: v for k, v in (("channel", args.midi_channel), ("bend_range", args.bend_range)) if v is not None})
     try:
         if args.midi_port or args.virtual:
             try:
                 from .midi_out import MidiSink
             except ImportError as exc:
                 raise MelodyRTError(f"MIDI output is not available in this installation ({exc})") from None
-            sinks.append(MidiSink(port_name=args.midi_port, virtual=args.virtual, api=args.midi_api,
-                                  channel=args.midi_channel, bend_range=args.bend_range))
+            sinks.append(MidiSink(port_name=args.midi_port, virtual=args.virtual, api=args.midi_api, **settings))
         if args.osc:
             try:
                 from .osc_out import OscSink, parse_target
@@ -262,13 +291,13 @@ def _live(args: argparse.Namespace) -> int:
         raise MelodyRTError(f"--seconds must be positive, got {args.seconds}")
     if args.every <= 0:
         raise MelodyRTError(f"--every must be positive, got {args.every}")
-    tracker_cfg, source_data = _live_settings(args.config)
+    tracker_cfg, source_data, midi_data = _settings(args.config)
     overrides = {k: v for k, v in (("device", args.device), ("rate", args.rate), ("blocksize", args.blocksize),
                                    ("channel", args.channel)) if v is not None}
     source_cfg = _from_mapping(SourceConfig, {**source_data, **overrides}, "source.")
     device, rate = resolve_input(source_cfg)
     bundle = _load_model(args.model)
-    sinks = _live_sinks(args)
+    sinks = _live_sinks(args, midi_data)
     chain = None
     try:
         if args.chain:
@@ -418,7 +447,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     files = [Path(f) for f in args.files]
     stems, formats = _transcribe_targets(files, args)
-    tracker_cfg, _ = _live_settings(args.config)
+    tracker_cfg, _, midi_data = _settings(args.config)
     bundle = _load_model(args.model)
     engine = create_engine(args.backend, bundle)
     trackers: dict[int, Tracker] = {}
@@ -433,7 +462,7 @@ def _transcribe(args: argparse.Namespace) -> int:
                 trackers[rate].warmup()
             result = transcribe_signal(x, rate, tracker=trackers[rate])
             written = write_outputs(result.frames, stem, formats, result.duration, title=path.name,
-                                    bend=not args.no_bend)
+                                    bend=not args.no_bend, midi=midi_data)
         except (MelodyRTError, OSError) as exc:
             if len(files) == 1:
                 raise

@@ -323,8 +323,13 @@ def write_outputs(
     title: str = "",
     bend: bool = True,
     reference: tuple[NDArray, NDArray] | None = None,
+    midi: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``stem.csv`` / ``stem.mid`` / ``stem.png`` for the requested formats.
+
+    ``midi``: :class:`~melodyrt.rt.midi_out.MidiConfig` settings for ``stem.mid`` (the
+    ``midi:`` section of a ``--config`` file), so a file gets the notes the live sink would
+    play with the same settings.
 
     Returns
     -------
@@ -339,7 +344,7 @@ def write_outputs(
         if fmt == "csv":
             written.append(write_csv(track, target, duration))
         elif fmt == "mid":
-            written.append(write_midi(frames, target, bend=bend))
+            written.append(write_midi(frames, target, bend=bend, **(midi or {})))
         elif fmt == "png":
             written.append(plot_contour(track, target, title=title, duration=duration, reference=reference))
         else:

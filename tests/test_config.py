@@ -101,3 +101,36 @@ def test_live_example_holds_the_tracker_defaults_and_backing_only_tightens_voici
     backing, source = _live_settings(str(examples / "backing.yaml"))
     d = TrackerConfig()
     assert source == {} and backing == replace(d, decoder=replace(d.decoder, voicing_on=0.7, voicing_off=0.6))
+    from melodyrt.rt.commands import _settings
+    from melodyrt.rt.midi_out import MidiConfig
+
+    _, _, midi = _settings(str(examples / "live.yaml"))
+    assert midi and MidiConfig.from_settings(**midi) == MidiConfig()  # the file shows the defaults
+
+
+def test_config_midi_section_reaches_live_and_files_and_a_typo_fails_before_any_device(tmp_path, capsys):
+    import mido
+
+    from melodyrt.rt.cli import main
+    from melodyrt.rt.commands import _settings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("midi:\n  onset_confidance: 0.8\n")
+    assert main(["live", "--config", str(bad), "--seconds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "onset_confidance" in err and "Traceback" not in err
+    bad.write_text("midi:\n  channel: 17\n")
+    with pytest.raises(Exception, match="channel must be 1..16"):
+        _settings(str(bad))
+    good = tmp_path / "ch5.yaml"
+    good.write_text("midi:\n  channel: 5\n  note_off_repeat_ms: null\n")
+    wav = tmp_path / "sung.wav"
+    from melodyrt.rt.audio_io import write_wav
+    from melodyrt.rt.synth import sung_melody
+
+    song = sung_melody(sr=8000, seed=0)
+    write_wav(wav, song.audio[: 3 * 8000], 8000)
+    assert main(["transcribe", str(wav), "--config", str(good), "--out", str(tmp_path / "sung.mid")]) == 0
+    notes = [m for m in mido.MidiFile(tmp_path / "sung.mid") if m.type == "note_on"]
+    assert notes and {m.channel for m in notes} == {4}  # MIDI channel 5 is 4 on the wire
+

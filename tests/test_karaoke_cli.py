@@ -88,6 +88,31 @@ def test_score_file_from_audio_through_the_tracker(tmp_path, capsys):
     assert "latency" in report
 
 
+@pytest.mark.skipif(not MODEL.exists(), reason="no trained model packaged yet (model/weights/rt/model.json)")
+def test_karaoke_config_reaches_the_tracker_and_a_bad_one_is_one_line(tmp_path, capsys):
+    from melodyrt.rt.audio_io import write_wav
+    from melodyrt.rt.karaoke.backing import sung_voice
+
+    song = load_song(TEST_SONG)
+    sr = 16000
+    wav = write_wav(tmp_path / "sung.wav", sung_voice(sung_f0(song, sr, vibrato_cents=15.0), sr), sr)
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    totals = {}
+    for name, config in (("backing", examples / "backing.yaml"), ("deaf", tmp_path / "deaf.yaml")):
+        if name == "deaf":  # a decoder that almost never calls a frame voiced sings almost nothing
+            config.write_text("tracker:\n  decoder:\n    voicing_on: 0.9999\n    voicing_off: 0.9998\n")
+        assert main(["karaoke", "--score-file", str(TEST_SONG), str(wav), "--config", str(config),
+                     "--out", str(tmp_path / name)]) == 0
+        totals[name] = json.loads((tmp_path / f"{name}.json").read_text())["score"]["total"]
+    assert totals["backing"] >= 8000 and totals["deaf"] < totals["backing"] / 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tracker:\n  decoder:\n    voicing: 0.7\n")
+    capsys.readouterr()
+    assert main(["karaoke", "--score-file", str(TEST_SONG), str(wav), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "voicing" in err and "Traceback" not in err
+
+
 def test_score_file_audio_plumbing_with_an_untrained_model(untrained_bundle, tmp_path, capsys):
     """The audio path of --score-file (tracker, frames, latency in the report) with an
     untrained export: the pitches are meaningless, the plumbing is not."""

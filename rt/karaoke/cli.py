@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="input device (index or name substring; see --list-devices)")
     p.add_argument("--output-device", help="output device for the backing track (index or name substring)")
     p.add_argument("--rate", type=int, help="input sample rate [Hz] (default: the device's)")
-    p.add_argument("--block", type=int, default=256, help="device block size [frames] (default 256)")
+    p.add_argument("--block", type=int, help="device block size [frames] (default: from --config, else 256)")
     p.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     p.add_argument("--no-browser", action="store_true", help="serve the live page but do not open a browser")
     p.add_argument("--terminal", action="store_true", help="show the live view in the terminal (no browser)")
@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="report path without suffix (default ./<song>-karaoke -> .png and .json)")
     p.add_argument("--model", help="model bundle folder (default: the packaged model)")
     p.add_argument("--backend", default="auto", help="inference backend: auto, ort, tensorrt, torch (default auto)")
+    p.add_argument("--config", metavar="YAML", help="settings file with 'tracker:' and 'source:' sections, as for "
+                   "'melodyrt live'; examples/backing.yaml suits singing over a backing the microphone hears")
     p.set_defaults(func=_karaoke)
 
 
@@ -77,6 +79,10 @@ def _karaoke(args: argparse.Namespace) -> int:
 
     if args.performance and not args.score_file:
         raise MelodyRTError("a PERFORMANCE file is scored with --score-file (karaoke --score-file SONG PERFORMANCE)")
+    from ..commands import _settings
+
+    args.tracker_config, source, _ = _settings(args.config)  # read first: a bad file fails before any work
+    args.source_settings = source
     song = load_song(args.song, args.track)
     config = _config(args)
     if args.score_file:
@@ -117,7 +123,7 @@ def performance_frames(path: Path, args: argparse.Namespace) -> tuple[list, dict
         return frames_from_f0(times, f0), {"performance": str(path), "source": "f0 csv"}
     from ..tracker import transcribe_file
 
-    result = transcribe_file(path, args.model, args.backend)
+    result = transcribe_file(path, args.model, args.backend, getattr(args, "tracker_config", None))
     frames = list(result.frames)
     info: dict[str, Any] = {"performance": str(path), "source": "tracker"}
     latency = getattr(result, "latency", None)
@@ -194,6 +200,7 @@ def _live(args: argparse.Namespace, song: Any, config: Any) -> int:
         result = run_live(
             session, backing=backing, device=args.device, output_device=args.output_device, rate=args.rate,
             blocksize=args.block, bundle=args.model, backend=args.backend, lead_in_s=args.lead_in,
+            tracker_config=args.tracker_config, source_settings=args.source_settings,
             extra_offset_s=args.offset_ms / 1000.0, on_tick=view.update if view is not None else None,
         )
     finally:

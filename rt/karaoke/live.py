@@ -378,16 +378,23 @@ def run_live(
     device: int | str | None = None,
     output_device: int | str | None = None,
     rate: int | None = None,
-    blocksize: int = 256,
+    blocksize: int | None = None,
     bundle: Any = None,
     backend: str = "auto",
     lead_in_s: float = LEAD_IN_S,
     extra_offset_s: float = 0.0,
     on_tick: Callable[[], None] | None = None,
     stop_event: threading.Event | None = None,
+    tracker_config: Any = None,
+    source_settings: dict[str, Any] | None = None,
 ) -> LiveResult:
     """Sing a song: play the backing track, track the microphone into ``session`` until the
     song is over (or Ctrl-C, or ``stop_event``), then finish the session.
+
+    ``tracker_config`` (a :class:`~melodyrt.rt.tracker.TrackerConfig`) and ``source_settings``
+    (:class:`~melodyrt.rt.source.SourceConfig` fields) come from a ``--config`` file; the
+    explicit ``device``, ``rate`` and ``blocksize`` win over them, and the block size is 256
+    frames when neither gives one.
 
     Returns
     -------
@@ -395,7 +402,11 @@ def run_live(
     """
     from ..tracker import Tracker
 
-    cfg = SourceConfig(device=device, rate=rate, blocksize=blocksize)
+    from ..config import _from_mapping
+
+    settings = {"blocksize": 256, **(source_settings or {})}
+    settings.update({k: v for k, v in (("device", device), ("rate", rate), ("blocksize", blocksize)) if v is not None})
+    cfg = _from_mapping(SourceConfig, settings, "source.")
     in_dev, in_rate = resolve_input(cfg)
     if backing:
         out_dev: dict[str, Any] | None = find_output_device(output_device)
@@ -405,12 +416,12 @@ def run_live(
     else:  # nothing to play: no output stream, the song's clock starts with the session
         out_dev, out_rate, audio = None, in_rate, None
     longest = lead_in_s + session.song.end + TAIL_S + 60.0
-    player = BackingPlayer(audio, out_rate, out_dev, lead_in_s, blocksize, longest)
-    tracker = Tracker(in_rate, bundle, backend)
+    player = BackingPlayer(audio, out_rate, out_dev, lead_in_s, cfg.blocksize, longest)
+    tracker = Tracker(in_rate, bundle, backend, tracker_config)
     tracker.warmup()  # compile before any stream opens
     sink = LiveKaraoke(session, player, None, extra_offset_s)
     source = _AligningSource(tracker, [sink], cfg, in_dev)
-    source.stamps = Stamps(in_rate, _capacity(longest, in_rate, blocksize))
+    source.stamps = Stamps(in_rate, _capacity(longest, in_rate, cfg.blocksize))
     sink.source = source
     session.clock = player.song_time
     end = session.song.end + TAIL_S
