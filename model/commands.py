@@ -102,6 +102,10 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=300, help="frames of real features used to validate the export")
     p.add_argument("--name", help="model name in model.json (default: the model config's, e.g. rt2)")
     p.add_argument("--version", help="model version in model.json (default: this melodyrt's model version)")
+    p.add_argument("--int8-data", metavar="DIR", help="also write step.int8.onnx, calibrated on this data set's "
+                   "training-singer clips (never the checkpoint's validation singers)")
+    p.add_argument("--cpu-precision", choices=("fp32", "int8"), default="fp32",
+                   help="the file ONNX Runtime runs by default (int8 needs --int8-data)")
     p.set_defaults(func=_export)
 
 
@@ -111,7 +115,8 @@ def _export(args: argparse.Namespace) -> int:
     from .export import MODEL_VERSION
 
     meta = export_bundle(args.checkpoint, args.out, n_validate=args.frames, name=args.name,
-                         version=args.version or MODEL_VERSION)
+                         version=args.version or MODEL_VERSION, int8_data=args.int8_data,
+                         cpu_precision=args.cpu_precision)
     v = meta["validation"]
     print(f"wrote {args.out}: {meta['model_name']} {meta['model_version']}, {len(meta['states'])} states")
     for k, val in v.items():

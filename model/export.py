@@ -2,6 +2,8 @@
 
 A bundle folder holds ``step.onnx`` (FP32, the ONNX Runtime default), ``step.fp16.onnx``
 (FP16 end to end, inputs and outputs included, for strongly typed TensorRT networks),
+optionally ``step.int8.onnx`` (static QDQ int8, float inputs and outputs, calibrated on
+training-singer clips; ONNX Runtime uses it when ``model.json`` says ``cpu_precision: int8``),
 ``checkpoint.pt`` (weights for the torch reference backend) and ``model.json``: the
 metadata the runtime checks before it runs anything (front end, normalisation
 statistics, delay, state names and shapes, hashes) plus the export-time validation.
@@ -68,13 +70,50 @@ def _torch_run(step: StreamingStep, frames: np.ndarray, dtype: torch.dtype) -> n
     return sal[0].float().numpy().T
 
 
+def calibration_sequences(data: str | Path, ckpt: dict[str, Any], cfp: CfpConfig, stats: Any,
+                          tracks: int = 8, frames: int = 1000) -> tuple[list[np.ndarray], list[str]]:
+    """Normalised CFP frames (T, 3, 360) of training-singer clips, to calibrate int8 ranges.
+
+    Never a validation singer's clip (the checkpoint's ``val_singers``), so the int8 model's
+    validation scores stay honest. Tracks are spread over the sorted training list; each
+    gives its 0 dB mix and, for multitrack clips, its dry voice (the two conditions the
+    model card scores).
+
+    Returns
+    -------
+    sequences : list of ndarray [shape=(T, 3, 360)]
+    names : list of str
+        ``track/variant`` of each sequence.
+    """
+    from .datasets import discover, split_by_singer
+    from .features import render_variant, variants_of
+
+    val = tuple((ckpt.get("train_config") or {}).get("val_singers") or ())
+    _, all_tracks = discover(data)
+    train, _ = split_by_singer(all_tracks, val)
+    if not train:
+        raise MelodyRTError(f"{data}: no training-singer clips to calibrate int8 on (validation singers {val})")
+    pick = [train[i] for i in np.linspace(0, len(train) - 1, min(tracks, len(train))).round().astype(int)]
+    seqs, names = [], []
+    for t in pick:
+        for variant in [v for v in ("mix0", "voice") if v in variants_of(t)] or ["mix"]:
+            audio = render_variant(t, variant, cfp.sample_rate)
+            seqs.append(cfp_from_signal(audio, cfp, NormConfig(mode="fixed"), stats)[:frames])
+            names.append(f"{t.name}/{variant}")
+    return seqs, names
+
+
 def export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int = 300,
                   audio: np.ndarray | None = None, name: str | None = None,
-                  version: str = MODEL_VERSION) -> dict[str, Any]:
+                  version: str = MODEL_VERSION, int8_data: str | Path | None = None,
+                  cpu_precision: str = "fp32", int8_tracks: int = 8) -> dict[str, Any]:
     """Export ``checkpoint`` into ``out_dir`` and validate it.
 
     ``name`` (default: the model config's name) and ``version`` label the bundle
     (``model_name``, ``model_version`` in ``model.json``; ``ModelBundle.name``).
+    ``int8_data`` (a data folder) also writes ``step.int8.onnx``, calibrated on its
+    training-singer clips (``int8_tracks`` of them, :func:`calibration_sequences`);
+    ``cpu_precision`` ("fp32" or "int8") is the file ONNX Runtime runs by default.
 
     Returns
     -------
@@ -92,13 +131,20 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int =
     # machine made them ten times slower.
     torch.set_num_threads(1)
     try:
-        return _export_bundle(checkpoint, out_dir, n_validate, audio, name, version)
+        return _export_bundle(checkpoint, out_dir, n_validate, audio, name, version, int8_data, cpu_precision,
+                              int8_tracks)
     finally:
         torch.set_num_threads(threads)
 
 
 def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
-                   audio: np.ndarray | None, name: str | None, version: str) -> dict[str, Any]:
+                   audio: np.ndarray | None, name: str | None, version: str,
+                   int8_data: str | Path | None = None, cpu_precision: str = "fp32",
+                   int8_tracks: int = 8) -> dict[str, Any]:
+    if cpu_precision not in ("fp32", "int8"):
+        raise MelodyRTError(f"cpu_precision must be fp32 or int8, got {cpu_precision!r}")
+    if cpu_precision == "int8" and int8_data is None:
+        raise MelodyRTError("an int8 default needs the int8 file: give the data to calibrate it on (--int8-data DIR)")
     ckpt = load_checkpoint(checkpoint)
     model, stats = model_from_checkpoint(ckpt)
     if not model.cfg.causal:
@@ -145,6 +191,24 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
         "insert casts and compute some ops in FP32, so its figure mostly reflects weight rounding"
     )
 
+    files = [fp32_path, fp16_path]
+    onnx_files = {"fp32": fp32_path.name, "fp16": fp16_path.name}
+    io_dtypes = {"fp32": "float32 (all inputs and outputs)", "fp16": "float16 (all inputs and outputs)"}
+    if int8_data is not None:
+        from .size_sweep import quantize_step
+
+        seqs, names = calibration_sequences(int8_data, ckpt, cfp, stats, tracks=int8_tracks)
+        int8_path = quantize_step(fp32_path, out / "step.int8.onnx", "qdq", specs, seqs, every=4)
+        onnx.checker.check_model(str(int8_path))
+        o8 = _ort_run(int8_path, frames, specs)
+        validation["int8_calibration"] = {"clips": names, "frames": int(sum(x.shape[0] for x in seqs)), "every": 4,
+                                          "method": "static QDQ, MinMax, per-channel int8 weights, uint8 activations"}
+        validation["int8_ort_vs_fp32_max_abs"] = float(np.abs(o8 - ref).max())
+        validation["int8_ort_argmax_agreement"] = float((o8.argmax(1) == ref.argmax(1)).mean())
+        files.append(int8_path)
+        onnx_files["int8"] = int8_path.name
+        io_dtypes["int8"] = "float32 (all inputs and outputs; int8 inside)"
+
     tc = ckpt.get("train_config", {})
     run = ckpt.get("state", {})
     meta: dict[str, Any] = {
@@ -152,9 +216,10 @@ def _export_bundle(checkpoint: str | Path, out_dir: str | Path, n_validate: int,
         "format_version": FORMAT_VERSION,
         "model_name": name or model.cfg.name,
         "model_version": version,
-        "onnx": {"fp32": fp32_path.name, "fp16": fp16_path.name},
-        "sha256": {p.name: sha256_of(p) for p in (fp32_path, fp16_path, out / "checkpoint.pt")},
-        "io_dtypes": {"fp32": "float32 (all inputs and outputs)", "fp16": "float16 (all inputs and outputs)"},
+        "onnx": onnx_files,
+        "cpu_precision": cpu_precision,
+        "sha256": {p.name: sha256_of(p) for p in (*files, out / "checkpoint.pt")},
+        "io_dtypes": io_dtypes,
         "sample_rate": cfp.sample_rate,
         "hop": cfp.hop,
         "cfp": _plain(ckpt["cfp_config"]),

@@ -150,7 +150,7 @@ class ModelBundle:
         return NormConfig(mode="fixed")
 
     def onnx_path(self, precision: str = "fp32") -> Path:
-        """Path of the ONNX file for ``precision`` ("fp32" or "fp16"), hash-checked."""
+        """Path of the ONNX file for ``precision`` ("fp32", "fp16" or "int8"), hash-checked."""
         files = self.meta.get("onnx", {})
         if precision not in files:
             raise ModelError(f"model {self.root} has no {precision} ONNX file (has: {', '.join(files) or 'none'})")

@@ -155,16 +155,19 @@ class OrtEngine:
     threads : int
         Intra-op threads (1: a 10 ms hop of a small model gains nothing from more, and a
         second core is left to audio and the front end).
-    precision : {"fp32", "fp16"}
+    precision : {"fp32", "fp16", "int8"} or None
+        Which of the bundle's ONNX files to run; None: the bundle's ``cpu_precision``
+        (``fp32`` unless the export chose its int8 file).
     """
 
     name = "onnxruntime"
     device = "cpu"
 
-    def __init__(self, bundle: ModelBundle, threads: int = 1, precision: str = "fp32") -> None:
+    def __init__(self, bundle: ModelBundle, threads: int = 1, precision: str | None = None) -> None:
         import onnxruntime as ort
 
         self.bundle = bundle
+        precision = precision or str(bundle.meta.get("cpu_precision") or "fp32")
         self.precision = precision
         self.dtype = bundle.io_dtype(precision)
         so = ort.SessionOptions()

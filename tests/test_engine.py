@@ -147,3 +147,43 @@ def test_export_metadata_and_validation(untrained_bundle):
     elem = {i.name: i.type.tensor_type.elem_type for i in m.graph.input}
     assert elem["frame"] == onnx.TensorProto.FLOAT16
     assert m.opset_import[0].version >= 17
+
+
+def test_int8_export_calibrates_on_training_singers_and_tracks_like_fp32(tmp_path):
+    """``melodyrt export --int8-data`` on the packaged (trained) checkpoint: the int8 file is
+    calibrated only on training-singer clips, the bundle runs it by default, and the sung
+    melody it tracks stays within a semitone of what FP32 tracks on nearly every frame."""
+    pytest.importorskip("torch", reason="exporting needs the [train] extra (torch)")
+    from pathlib import Path
+
+    from melodyrt.model.export import export_bundle
+    from melodyrt.rt.synth import sung_melody
+    from melodyrt.rt.tracker import transcribe_signal
+
+    root = Path(__file__).resolve().parents[1]
+    ckpt = root / "model" / "weights" / "rt" / "checkpoint.pt"
+    data = Path(__import__("os").environ.get("MELODYRT_DATA", root.parent / "shared" / "data" / "mir1k8k"))
+    if not ckpt.exists() or not (data / "audio").is_dir():
+        pytest.skip(f"needs the packaged checkpoint and MIR-1K at {data}")
+    with pytest.raises(MelodyRTError, match="int8-data"):
+        export_bundle(ckpt, tmp_path / "nodata", n_validate=24, cpu_precision="int8")
+    meta = export_bundle(ckpt, tmp_path / "b", n_validate=100, int8_data=data, cpu_precision="int8", int8_tracks=1)
+    v = meta["validation"]
+    clips = v["int8_calibration"]["clips"]
+    assert clips and not any(c.split("_")[0] in ("Kenshin", "annar") for c in clips)
+    assert meta["onnx"]["int8"] == "step.int8.onnx" and meta["cpu_precision"] == "int8"
+    bundle = load_bundle(tmp_path / "b")
+    int8, fp32 = OrtEngine(bundle), OrtEngine(bundle, precision="fp32")
+    assert int8.precision == "int8" and fp32.precision == "fp32"
+    song = sung_melody(sr=8000, seed=2)
+    got = {}
+    for name, engine in (("int8", int8), ("fp32", fp32)):
+        from melodyrt.rt.tracker import Tracker
+
+        res = transcribe_signal(song.audio, 8000, tracker=Tracker(8000, bundle, engine=engine))
+        got[name] = np.array([f.f0_hz if f.voiced else 0.0 for f in res.frames])
+    both = (got["int8"] > 0) & (got["fp32"] > 0)
+    assert both.mean() > 0.5
+    cents = 1200 * np.abs(np.log2(got["int8"][both] / got["fp32"][both]))
+    assert np.mean(cents < 50) > 0.95
+    assert np.mean((got["int8"] > 0) == (got["fp32"] > 0)) > 0.9
