@@ -363,7 +363,8 @@ def _server_dies(server: JackServer, how: int) -> dict[str, Any]:
         exit_s = time.monotonic() - t_kill
         time.sleep(0.1)
         return {"rc": rc, "exit_s": exit_s, "err": run.stderr_lines(), "out": run.stdout(),
-                "osc": osc.events(), "sounding": sounding}
+                "osc": osc.events(), "sounding": sounding, "err_at": [round(t, 2) for t, _ in run.err],
+                "jackd_log": server.read_log()[-3000:]}
     finally:
         if run.proc.poll() is None:
             run.proc.kill()
