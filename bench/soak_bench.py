@@ -29,6 +29,12 @@ Measured
   ``single_note_offs``, not as stuck, as long as it arrives before the next note-on of that
   note); a rest's CC123 (``rest_all_notes_off_ms``) ends what still sounds on its channel
   (``ended_by_all_notes_off``). The repeats and rests the sink sent are reported beside them.
+- MIDI lost in transport: the messages the sink sent (its ``messages_sent``) less those the
+  probe received; note-ons lost show as note-offs of a note that is not sounding
+  (``lost_note_ons``). In an xrun JACK2 may run a late client twice in one cycle and the
+  second run clears what the first wrote, so on a loaded machine a message now and then is
+  lost; a lost note-on is a missed note, never a stuck one, and a lost note-off is what the
+  repeat is for.
 - Sink errors (the source's count, the MIDI sink's, OSC bundles the socket refused) and OSC
   bundles sent vs received.
 
@@ -147,7 +153,11 @@ def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]], repea
     -------
     dict
         ``stuck_notes`` = notes still sounding at the end + note-ons over a sounding note
-        (a note whose every note-off was lost). ``single_note_offs``: with ``repeats``, notes
+        (a note whose every note-off was lost). ``lost_note_ons``: notes whose note-offs came
+        without their note-on (the note-on lost in transport: up to ``1 + repeats`` note-offs
+        of a note that is not sounding count as one such note, not as orphans; compare with
+        the sink's ``note_ons_sent``). ``orphan_note_offs``: note-offs beyond that (more
+        copies than the sink sends). ``single_note_offs``: with ``repeats``, notes
         ended by only one of their note-offs before the next note-on of that note (one copy
         was lost: the first, which the repeat made up for, or the repeat itself; the notes
         the closing burst ends are not counted). ``ended_by_all_notes_off``: notes a CC123
@@ -177,7 +187,7 @@ def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]], repea
     sounding: set[tuple[int, int]] = set()
     offs_got: dict[tuple[int, int], int] = {}   # note-offs received since the note's last note-on
     before_close: set[tuple[int, int]] | None = None
-    on = off = double_on = orphan_off = repeated = single = by_cc123 = 0
+    on = off = double_on = orphan_off = repeated = single = by_cc123 = lost_on = 0
     channels: set[int] = set()
 
     def closed(key: tuple[int, int]) -> None:   # the note's note-offs are all in (a new note-on of it, or the end)
@@ -209,6 +219,9 @@ def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]], repea
             elif key in offs_got and offs_got[key] <= repeats:
                 offs_got[key] += 1
                 repeated += 1
+            elif key not in offs_got:   # its note-on never arrived; the copies after this one are repeats
+                lost_on += 1
+                offs_got[key] = 1
             else:
                 orphan_off += 1
         elif m.type == "control_change" and m.control == 123 and i < head:
@@ -226,7 +239,7 @@ def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]], repea
         "messages": len(msgs), "unparsed": bad, "note_ons": on, "note_offs": off,
         "repeats_expected": repeats, "repeated_note_offs": repeated, "single_note_offs": single,
         "ended_by_all_notes_off": by_cc123,
-        "double_note_ons": double_on, "orphan_note_offs": orphan_off,
+        "double_note_ons": double_on, "lost_note_ons": lost_on, "orphan_note_offs": orphan_off,
         "stuck_at_end": sorted([list(x) for x in sounding]),
         "stuck_notes": len(sounding) + double_on,
         "held_by_sink_at_close": sorted([list(x) for x in held_at_close]),
@@ -355,7 +368,9 @@ def _soak(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blo
                            repeats=1 if midi.config.note_off_repeat_ms else 0)
     pairing["sink"] = {"note_off_repeat_ms": midi.config.note_off_repeat_ms, "note_off_repeats": midi.note_off_repeats,
                        "rest_all_notes_off_ms": midi.config.rest_all_notes_off_ms,
-                       "rest_all_notes_off": midi.rest_all_notes_off}
+                       "rest_all_notes_off": midi.rest_all_notes_off, "messages_sent": midi.messages_sent,
+                       "note_ons_sent": midi.note_ons_sent}
+    pairing["lost_in_transport"] = midi.messages_sent - pairing["messages"]
     final = session.final
     rss = rss_summary(t, mb, min(WARMUP_S, 0.1 * seconds))
     # The scorer keeps the sung track for its final report (a float or two per frame): growth
@@ -532,7 +547,10 @@ def markdown(result: dict[str, Any]) -> str:
               f"| probe playback slipped | {ov['probe_slipped_frames']} frames |",
               f"| dropped samples (ring) | {result['dropped_samples']} |",
               f"| samples lost (JACK frames - delivered) | {lost['frames']} ({lost['periods']} periods) |",
-              f"| MIDI | {mi['messages']} messages, {mi['note_ons']} note-ons, {mi['note_offs']} note-offs |",
+              f"| MIDI received / sent | {mi['messages']} / {mi.get('sink', {}).get('messages_sent', '?')} messages, "
+              f"{mi['note_ons']} / {mi.get('sink', {}).get('note_ons_sent', '?')} note-ons, {mi['note_offs']} note-offs |",
+              f"| MIDI lost in transport | {mi.get('lost_in_transport', '?')} messages, of them note-ons "
+              f"{mi.get('lost_note_ons', 0)} (their note-offs arrived) |",
               f"| stuck notes | {mi['stuck_notes']} (at the end {mi['stuck_at_end']}, note-on over a sounding note "
               f"{mi['double_note_ons']}, note-off of nothing {mi['orphan_note_offs']}) |",
               _safety_row(mi),

@@ -656,6 +656,9 @@ class MidiSink:
         the first one is logged as a warning, once.
     note_off_repeats : int
         Note-offs sent a second time (``note_off_repeat_ms``).
+    messages_sent, note_ons_sent : int
+        Messages the port accepted (every kind, the closing burst included), and of them the
+        note-ons, so a receiver can count what was lost in transport.
     rest_all_notes_off : int
         Rests that ended in All Notes Off (``rest_all_notes_off_ms``; one CC123 per channel).
 
@@ -725,6 +728,8 @@ class MidiSink:
         self._rest_from: float | None = None    # stream time [s] of the frame the last note ended in
         self.note_off_repeats = 0
         self.rest_all_notes_off = 0
+        self.messages_sent = 0
+        self.note_ons_sent = 0
         if (port_name is None) == (not virtual):
             raise MidiPortError("choose one MIDI output: a port name (--midi-port NAME) or a virtual port (--virtual)")
         api_id = _api_id(api)
@@ -911,6 +916,8 @@ class MidiSink:
                 self._rest_from = None
             if not self._send_bytes(msg.bytes()):
                 return
+            if note_on:
+                self.note_ons_sent += 1
             if msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0):
                 self._sounding.discard(key)
                 if self._repeat_s is not None:
@@ -925,6 +932,7 @@ class MidiSink:
         except Exception as exc:        # device gone / server stopped: never raise into the worker
             self._fail(str(exc))
             return False
+        self.messages_sent += 1
         return True
 
 

@@ -40,10 +40,12 @@ import atexit
 import contextlib
 import ctypes
 import gc
+import logging
 import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -54,6 +56,8 @@ from .frames import PitchFrame, Sink
 from .resample import check_rate
 from .ring import RingBuffer
 from .tracker import LatencyReport, Tracker
+
+log = logging.getLogger(__name__)
 
 
 #: Python thread switch interval while a stream runs [s] (default 5 ms): how long the audio
@@ -77,6 +81,11 @@ class AudioStreamLost(AudioDeviceError):
 #: Set once PortAudio's JACK client died with a stream open: PortAudio is unusable here since.
 _portaudio_lost = False
 _exit_guard_installed = False
+#: PortAudio streams this process has open (Pa_Terminate would close them under their owners).
+_open_streams: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: How long :func:`input_devices` keeps re-scanning when a JACK server runs but PortAudio's
+#: JACK host API did not come up [s].
+JACK_RESCAN_S = 3.0
 
 
 def sounddevice() -> Any:
@@ -276,8 +285,20 @@ class SourceConfig:
 # ------------------------------------------------------------------------------ devices
 
 
-def input_devices() -> list[dict[str, Any]]:
+def input_devices(rescan_s: float | None = None) -> list[dict[str, Any]]:
     """Every device with input channels.
+
+    PortAudio looks for a JACK server once, when it is initialised, and leaves its JACK host
+    API out without a word when opening a client fails then (a server still starting, or
+    one too busy to answer in time: seen on a loaded 2-core machine). So when no JACK
+    device is listed but a JACK server (``$JACK_DEFAULT_SERVER`` or the default) accepts a
+    client, PortAudio is initialised again until its JACK host API appears or ``rescan_s``
+    has passed; never while this process has a stream open.
+
+    Parameters
+    ----------
+    rescan_s : float or None [s]
+        Time allowed for re-scanning; None: :data:`JACK_RESCAN_S`; 0: never.
 
     Returns
     -------
@@ -286,6 +307,29 @@ def input_devices() -> list[dict[str, Any]]:
         (default), ``default`` (bool: PortAudio's default input).
     """
     sd = sounddevice()
+    out = _list_inputs(sd)
+    budget = JACK_RESCAN_S if rescan_s is None else rescan_s
+    if budget <= 0 or any(_is_jack(d) for d in out) or len(_open_streams) or not sd._initialized:
+        return out
+    if not jack_server_alive(os.environ.get("JACK_DEFAULT_SERVER")):
+        return out
+    deadline = time.monotonic() + budget
+    tries = 0
+    while True:
+        tries += 1
+        sd._terminate()
+        sd._initialize()
+        out = _list_inputs(sd)
+        if any(_is_jack(d) for d in out):
+            log.info("PortAudio's JACK host API came up on re-scan %d", tries)
+            return out
+        if time.monotonic() >= deadline:
+            log.warning("a JACK server is running but PortAudio cannot open a client on it (%d re-scans)", tries)
+            return out
+        time.sleep(0.2)
+
+
+def _list_inputs(sd: Any) -> list[dict[str, Any]]:
     default = sd.default.device[0]
     try:
         default_index = int(default) if default is not None else -1
@@ -698,6 +742,7 @@ class AudioSource:
                     channels=self.config.channel + 1, dtype="float32", latency=self.config.latency,
                     callback=self._callback,
                 )
+            _open_streams.add(stream)
             stream.start()
         except Exception as exc:
             self._stop.set()
@@ -744,6 +789,7 @@ class AudioSource:
         if close:
             with contextlib.suppress(Exception):
                 stream.close()
+            _open_streams.discard(stream)
             if self._watch is not None:
                 self._watch.close()
                 self._watch = None

@@ -62,8 +62,12 @@ def test_midi_pairing_finds_stuck_notes_and_mismatches():
     assert not no_cc["all_notes_off_at_close"]
     other_channel = midi_pairing(_b(_on(60, ch=3), _off(60, ch=3), *CLOSE), set())  # CC123 on channel 1 only
     assert not other_channel["all_notes_off_at_close"]
-    orphan = midi_pairing(_b(_off(64), *CLOSE), set())
-    assert orphan["orphan_note_offs"] == 1 and orphan["stuck_notes"] == 0
+    # a note-off of nothing: its note-on was lost (the soak compares with the sink's count);
+    # a second one of the same note without the repeat is more than the sink sends
+    lost_on = midi_pairing(_b(_off(64), *CLOSE), set())
+    assert lost_on["lost_note_ons"] == 1 and lost_on["orphan_note_offs"] == 0 and lost_on["stuck_notes"] == 0
+    orphan = midi_pairing(_b(_off(64), _off(64), *CLOSE), set())
+    assert orphan["lost_note_ons"] == 1 and orphan["orphan_note_offs"] == 1
 
 
 def test_midi_pairing_understands_the_note_off_repeat():
@@ -85,6 +89,14 @@ def test_midi_pairing_understands_the_note_off_repeat():
     assert lost_at_end["stuck_notes"] == 1 and lost_at_end["stuck_at_end"] == [[0, 62]]
     three = midi_pairing(_b(_on(60), _off(60), _off(60), _off(60), *CLOSE), set(), repeats=1)
     assert three["orphan_note_offs"] == 1 and three["repeated_note_offs"] == 1
+    # a note-on lost in transport (seen in CI: a JACK cycle of the sender's dropped in an xrun):
+    # its note-off and the repeat are one lost note, not two orphans; a third copy is an orphan
+    lost_on = midi_pairing(_b(_on(60), _off(60), _off(60), _off(62), _off(62), _on(62), _off(62), _off(62), *CLOSE),
+                           set(), repeats=1)
+    assert lost_on["lost_note_ons"] == 1 and lost_on["orphan_note_offs"] == 0 and lost_on["stuck_notes"] == 0
+    assert lost_on["note_offs"] - lost_on["repeated_note_offs"] == lost_on["note_ons"] + lost_on["lost_note_ons"]
+    extra = midi_pairing(_b(_off(62), _off(62), _off(62), *CLOSE), set(), repeats=1)
+    assert extra["lost_note_ons"] == 1 and extra["repeated_note_offs"] == 1 and extra["orphan_note_offs"] == 1
 
 
 def test_midi_pairing_understands_the_rest_all_notes_off():
@@ -168,11 +180,21 @@ def test_soak_one_minute_through_jack(request, tmp_path, capsys):
     m = r["midi"]
     assert m["stuck_notes"] == 0 and m["orphan_note_offs"] == 0, m
     assert m["state_matches_sink"] and m["all_notes_off_at_close"], m
-    assert m["note_offs"] - m["repeated_note_offs"] == m["note_ons"] and m["unparsed"] == 0
+    # Every note-on the sink sent arrived, or its note-offs showed it lost; any message lost
+    # in transport was lost in a cycle JACK reported late (the sender's or the probe's: JACK2
+    # runs a late client twice in one cycle, and the second run clears what the first wrote),
+    # at most a few per such cycle.
+    sk = m["sink"]
+    assert m["note_ons"] + m["lost_note_ons"] == sk["note_ons_sent"], m
+    assert m["note_offs"] - m["repeated_note_offs"] == sk["note_ons_sent"] and m["unparsed"] == 0, m
+    lost = sk["messages_sent"] - m["messages"]
+    late = r["jackd"]["blamed"].get("melodyrt", 0) + r["jackd"]["blamed"].get("mrt-probe", 0)
+    assert 0 <= lost <= 8 * late, (lost, r["jackd"])
+    assert m["lost_in_transport"] == lost
     # the safety net (defaults): every note-off the note logic sent was sent again; rests' CC123 off
-    assert m["sink"]["note_off_repeat_ms"] == 25.0 and m["sink"]["rest_all_notes_off"] == 0
-    assert m["sink"]["note_off_repeats"] == m["note_ons"] - len(m["held_by_sink_at_close"])
-    assert m["repeated_note_offs"] + m["single_note_offs"] <= m["sink"]["note_off_repeats"]
+    assert sk["note_off_repeat_ms"] == 25.0 and sk["rest_all_notes_off"] == 0
+    assert sk["note_off_repeats"] == sk["note_ons_sent"] - len(m["held_by_sink_at_close"])
+    assert m["repeated_note_offs"] + m["single_note_offs"] <= sk["note_off_repeats"]
     if not r["model"]["untrained"]:
         assert m["note_ons"] >= 30, "a trained model answers the phrases (about 60 a minute)"
     assert r["dropped_samples"] == 0, r["source"]

@@ -133,3 +133,55 @@ def test_missing_device_is_one_clear_line(jack_server, untrained_bundle, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith("melodyrt: error: no input device matches 'no-such-microphone'") and "system" in err[0]
+
+
+_LATE_SERVER_SCRIPT = """
+import os, sys
+import sounddevice as sd
+from melodyrt.rt.source import input_devices
+
+def jack():
+    return [d["name"] for d in input_devices(rescan_s=float(sys.argv[1])) if "JACK" in d["hostapi"]]
+
+print("ready", flush=True)
+os.environ["JACK_DEFAULT_SERVER"] = sys.stdin.readline().strip()   # the server is up now
+print("as initialised:", jack(), flush=True)
+sys.argv[1] = "5"
+print("re-scanned:", jack(), flush=True)
+sd._terminate()   # before the server stops
+"""
+
+
+def test_input_devices_rescans_when_portaudio_missed_the_jack_server(tmp_path):
+    """PortAudio initialised before the server was up (or while it was too busy to answer)
+    has no JACK host API; :func:`input_devices` initialises it again when a server runs."""
+    import subprocess
+    import sys
+
+    if shutil.which("jackd") is None:
+        pytest.skip("jackd not installed (apt-get install jackd2 libportaudio2)")
+    from melodyrt.bench.e2e_bench import JackServer, Unavailable
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "JACK_DEFAULT_SERVER"}
+    env["JACK_DEFAULT_SERVER"] = "melodyrt-none"   # no server of this name: PortAudio starts without JACK
+    proc = subprocess.Popen([sys.executable, "-c", _LATE_SERVER_SCRIPT, "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        try:
+            server = JackServer(RATE, PERIOD, name="melodyrt-late", default=False)
+        except Unavailable as exc:
+            pytest.skip(str(exc))
+        try:
+            proc.stdin.write(server.name + "\n")
+            proc.stdin.flush()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            server.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "as initialised: []", out     # what PortAudio alone sees: no JACK device
+    assert lines[1].startswith("re-scanned: [") and lines[1] != "re-scanned: []", out + err
