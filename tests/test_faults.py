@@ -4,7 +4,8 @@ Every live fault runs ``melodyrt live`` as a subprocess (an abort or a hang must
 pytest down) on private JACK servers (dummy driver). Each stream records from its own JACK
 client ("feeder"): PortAudio lists every JACK client with output ports as an input device,
 so ``--device mrt-feedN`` is a microphone the test controls and can make vanish. MIDI goes
-over JACK MIDI to python-rtmidi receivers in this process, OSC over UDP loopback.
+over JACK MIDI to python-rtmidi receivers in child processes (:mod:`jack_midi_rx`), OSC over
+UDP loopback.
 
 - the JACK server killed mid-stream (SIGKILL and SIGTERM), the capture device's JACK client
   closing, a MIDI receiver closing, an OSC target that refuses, NaN/inf/DC audio: run
@@ -14,9 +15,9 @@ over JACK MIDI to python-rtmidi receivers in this process, OSC over UDP loopback
 - offline: hostile audio through ``transcribe_signal`` and the sinks; corrupt model folders,
   and proof that the runtime never unpickles (or even opens) a checkpoint.
 
-Two limits of JACK2 shape the set-up. Its libjack serves one server per process, so this
-process only ever talks to one private server (:func:`shared_jack`); the server that gets
-killed has its feeder in a child process (:data:`FEEDER_SCRIPT`). And its registry keeps
+Two limits of JACK2 shape the set-up. Its libjack serves one server per process, so every
+JACK client here (feeders, MIDI receivers) runs in a child process, and the receivers share
+one private server (:func:`shared_jack`) that is never killed. And its registry keeps
 at most 8 servers, and a server killed with SIGKILL keeps its slot until a server of the
 same name starts again: both servers have fixed names (the bench's
 :class:`~melodyrt.bench.e2e_bench.JackServer`, never a pid), the killed one is restarted
@@ -26,7 +27,6 @@ a dead one's slot reclaimed (tests/test_jack_slots.py checks that).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -48,6 +48,8 @@ import numpy as np
 import pytest
 
 from melodyrt.rt.bundle import DEFAULT_BUNDLE, load_bundle, sha256_of
+
+from jack_midi_rx import MidiReceiver
 
 if TYPE_CHECKING:
     from melodyrt.bench.e2e_bench import JackServer
@@ -133,65 +135,6 @@ class Feeder:
         self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-
-
-_env_lock = threading.Lock()
-
-
-class MidiReceiver:
-    """A JACK MIDI input port ``NAME:in`` recording every message (polled from a normal
-    thread: RtMidi queues in its JACK thread, no Python runs there)."""
-
-    def __init__(self, server: str, name: str) -> None:
-        import rtmidi
-
-        self.port = f"{name}:in"
-        self.got: list[list[int]] = []
-        self.lock = threading.Lock()
-        with _env_lock:  # rtmidi's libjack picks the server from the environment
-            old = os.environ.get("JACK_DEFAULT_SERVER")
-            os.environ["JACK_DEFAULT_SERVER"] = server
-            try:
-                self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=name)
-                self.midi_in.open_virtual_port("in")
-            finally:
-                if old is None:
-                    os.environ.pop("JACK_DEFAULT_SERVER", None)
-                else:
-                    os.environ["JACK_DEFAULT_SERVER"] = old
-        self.closed = False
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self.closed:
-            try:
-                msg = self.midi_in.get_message()
-            except Exception:
-                return
-            if msg is None:
-                time.sleep(0.002)
-                continue
-            with self.lock:
-                self.got.append(list(msg[0]))
-
-    def take(self) -> list[list[int]]:
-        with self.lock:
-            out, self.got = self.got, []
-        return out
-
-    def note_ons(self) -> int:
-        with self.lock:
-            return sum(1 for m in self.got if m[0] & 0xF0 == 0x90 and m[2] > 0)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._thread.join(2)
-            with contextlib.suppress(Exception):
-                self.midi_in.close_port()
-            with contextlib.suppress(Exception):
-                self.midi_in.delete()
 
 
 def stuck_notes(raw: list[list[int]]) -> set[tuple[int, int]]:
@@ -374,7 +317,7 @@ def _server_dies(server: JackServer, how: int) -> dict[str, Any]:
 
 def _receiver_vanishes(server: str) -> dict[str, Any]:
     feeder = Feeder(server, "mrt-feed2")
-    rx = MidiReceiver(server, "mrt-rx2")
+    rx = MidiReceiver("mrt-rx2", server)
     run = LiveRun(server, "--device", "mrt-feed2", "--midi-port", rx.port, "--midi-api", "jack", "--seconds", "3")
     try:
         got_note = until(lambda: rx.note_ons() > 0, 60)
@@ -407,7 +350,7 @@ def _osc_refuses(server: str) -> dict[str, Any]:
 
 def _device_vanishes(server: str) -> dict[str, Any]:
     feeder = Feeder(server, "mrt-feed4")
-    rx = MidiReceiver(server, "mrt-rx4")
+    rx = MidiReceiver("mrt-rx4", server)
     osc = OscRecorder()
     run = LiveRun(server, "--device", "mrt-feed4", "--midi-port", rx.port, "--midi-api", "jack",
                   "--osc", f"127.0.0.1:{osc.port}")
@@ -443,7 +386,7 @@ def _hostile_audio(server: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def shared_jack() -> Any:
-    """The one private JACK server this process connects to (its MIDI receivers)."""
+    """The one private JACK server of the MIDI receivers (never the one that gets killed)."""
     need_jack()
     server = private_server("mrt-faults")
     try:
@@ -619,7 +562,7 @@ def test_sigint_sigterm_at_random_moments(shared_jack):
     lanes = 3
     rng = np.random.default_rng(seed)
     feeders = [Feeder(server.name, f"mrt-sigfeed{k}") for k in range(lanes)]
-    receivers = [MidiReceiver(server.name, f"mrt-sigrx{k}") for k in range(lanes)]
+    receivers = [MidiReceiver(f"mrt-sigrx{k}", server.name) for k in range(lanes)]
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 

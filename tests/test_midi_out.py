@@ -1,8 +1,9 @@
 """MIDI output: the note logic with known answers and random tracks, then the real port.
 
 The port tests run python-rtmidi over JACK MIDI on a private JACK server (dummy driver),
-started once for this module when ``jackd`` is installed; a MidiIn on the same server
-receives what the sink sends, at the real frame rate.
+started once for this module when ``jackd`` is installed; a MidiIn on the same server, in a
+child process (:mod:`jack_midi_rx` says why), receives what the sink sends, at the real
+frame rate.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import gc
 import math
 import os
 import shutil
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from melodyrt.rt.midi_out import (
     MidiConfig, MidiFileSink, MidiNoteLogic, MidiPortError, MidiSink, bend_value, close_on_signals,
     frames_to_messages, match_port,
 )
+
+from jack_midi_rx import MidiReceiver
 
 HOP_S = 0.01
 
@@ -283,69 +284,18 @@ def jack_server():
             os.environ["JACK_NO_START_SERVER"] = saved
 
 
-class Receiver:
-    """A JACK MIDI input port that records what arrives, in order.
+_receivers = iter(range(1, 1_000_000))
 
-    RtMidi's JACK process callback (C++, no GIL) queues every event; a normal thread polls
-    the queue with ``get_message()``. A ``set_callback`` callback would instead run Python,
-    and so need this process's GIL, inside JACK's real-time thread: any GIL hold here (the
-    sink, a garbage collection) made it late and that cycle's events were lost.
-    """
 
-    _n = 0
-
-    def __init__(self) -> None:
-        import rtmidi
-
-        Receiver._n += 1
-        self.client = f"probe{Receiver._n}"
-        self.port = f"{self.client}:in"
-        self.got: list[list[int]] = []
-        self.lock = threading.Lock()
-        # queue room for every message a test sends (RtMidi drops past the limit)
-        self.midi_in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name=self.client, queue_size_limit=8192)
-        self.midi_in.open_virtual_port("in")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name=f"{self.client}-poll", daemon=True)
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            event = self.midi_in.get_message()
-            if event is None:
-                self._stop.wait(0.002)
-                continue
-            with self.lock:
-                self._record(event)
-
-    def _record(self, event: tuple[list[int], float]) -> None:
-        """Keep one ``(message bytes, delta time [s])`` event; called with :attr:`lock` held."""
-        self.got.append(list(event[0]))
-
-    def connect_from(self, src: str) -> None:
-        subprocess.run(["jack_connect", src, self.port], check=True, capture_output=True, timeout=10)
-
-    def wait_for(self, n: int, timeout: float = 2.0) -> list[list[int]]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            with self.lock:
-                if len(self.got) >= n:
-                    break
-            time.sleep(0.01)
-        time.sleep(0.05)    # anything extra that would arrive
-        with self.lock:
-            return list(self.got)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.midi_in.close_port()
-        self.midi_in.delete()
+def new_receiver() -> MidiReceiver:
+    """A JACK MIDI input ``probeN:in`` on this module's server, in a child process
+    (:mod:`jack_midi_rx` says why)."""
+    return MidiReceiver(f"probe{next(_receivers)}")
 
 
 @pytest.fixture
 def receiver(jack_server):
-    r = Receiver()
+    r = new_receiver()
     yield r
     r.close()
 
@@ -503,24 +453,9 @@ def test_stopped_jack_server_is_not_an_error(jack_server, monkeypatch):
 # ------------------------------------------------------- safety net: note-off repeat, rest CC123
 
 
-class TimedReceiver(Receiver):
-    """A :class:`Receiver` that also keeps each message's arrival time [s], from RtMidi's
-    delta times (stamped in the JACK process cycle that delivered it)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._t = 0.0
-        super().__init__()
-
-    def _record(self, event: tuple[list[int], float]) -> None:
-        self._t += event[1]
-        self.times.append(self._t)
-        super()._record(event)
-
-
 @pytest.fixture
 def timed_receiver(jack_server):
-    r = TimedReceiver()
+    r = new_receiver()     # every receiver keeps arrival times
     yield r
     r.close()
 
