@@ -27,7 +27,7 @@ METADATA_FILE = "model.json"
 WEIGHTS = Path(__file__).resolve().parent.parent / "model" / "weights"
 #: Packaged models by profile (``--profile``): the trade-off between note-on latency and
 #: accuracy is measured in the README and the model card.
-PROFILES = {"accurate": WEIGHTS / "rt", "low-latency": WEIGHTS / "rt_lowlat"}
+PROFILES = {"accurate": WEIGHTS / "rt", "low-latency": WEIGHTS / "rt_lowlat", "backing": WEIGHTS / "rt_backing"}
 #: The profile a command uses when given neither ``--model`` nor ``--profile``.
 DEFAULT_PROFILE = "accurate"
 #: The packaged default model.

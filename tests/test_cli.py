@@ -155,7 +155,7 @@ def test_profile_picks_a_packaged_model_and_excludes_model(capsys, tmp_path):
     assert len(err) == 1 and "invalid choice: 'nonsense'" in err[0]
 
 
-def test_both_profiles_ship_a_model_and_low_latency_describes_more_recent_audio():
+def test_every_profile_ships_a_model_and_low_latency_describes_more_recent_audio():
     from melodyrt.rt.bundle import load_bundle, profile_dir
     from melodyrt.rt.tracker import Tracker
 
@@ -165,6 +165,11 @@ def test_both_profiles_ship_a_model_and_low_latency_describes_more_recent_audio(
     d_acc = Tracker(48000, acc, backend="ort").latency(128, 0).algorithmic
     d_low = Tracker(48000, low, backend="ort").latency(128, 0).algorithmic
     assert (d_acc - d_low) / 48 == pytest.approx(20.94 - 6.54, abs=0.05)  # [ms] the CFP windows' delays
+    # backing: the accurate front end, a wider net, run in int8 unless asked otherwise
+    back = load_bundle(profile_dir("backing"))
+    assert back.cfp == acc.cfp and back.meta["model_config"]["channels"] == 2 * acc.meta["model_config"]["channels"]
+    tracker = Tracker(48000, back, backend="ort")
+    assert tracker.engine.precision == "int8" and tracker.latency(128, 0).algorithmic == pytest.approx(d_acc)
 
 
 def test_a_signal_inside_numba_machinery_is_delivered_again_later(monkeypatch):

@@ -1,4 +1,4 @@
-"""The wheel carries what a non-editable install needs: both packaged models, the model card,
+"""The wheel carries what a non-editable install needs: every packaged model, the model card,
 the model and bench configs.
 
 CI installs editable, where the files are read from the checkout, so a package-data glob that
@@ -64,7 +64,7 @@ def test_wheel_holds_card_and_configs(wheel_names):
     assert not any(n.startswith(("model/", "rt/", "bench/", "tests/")) for n in wheel_names)  # no bare top-level packages
 
 
-def test_installed_wheel_loads_both_profiles(wheel, tmp_path):
+def test_installed_wheel_loads_every_profile(wheel, tmp_path):
     """The wheel unpacked on its own (``pip install --target``; the dependencies are this
     venv's) finds and loads both packaged models from the installed files."""
     target = tmp_path / "site"
@@ -79,6 +79,8 @@ def test_installed_wheel_loads_both_profiles(wheel, tmp_path):
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["file"].startswith(str(target)), got
-    assert set(got) == {"file", "accurate", "low-latency"}
-    for folder, name in (got["accurate"], got["low-latency"]):
+    from melodyrt.rt.bundle import PROFILES
+
+    assert set(got) == {"file", *PROFILES}
+    for folder, name in (got[p] for p in PROFILES):
         assert folder.startswith(str(target)) and name, got
