@@ -47,8 +47,19 @@ def _train(args: argparse.Namespace) -> int:
     }.items() if v is not None}
     cfg = cfg.replace(**changes)
     state = train(cfg, resume=not args.fresh, max_tracks=args.max_tracks, resume_from=args.resume_from)
-    print(f"done: {state.epoch} epochs, best validation OA {state.best_oa:.1f} -> {Path(cfg.out_dir) / 'best.pt'}")
+    print(done_line(state.epoch, state.best_oa, Path(cfg.out_dir)))
     return 0
+
+
+def done_line(epochs: int, best_oa: float, out_dir: Path) -> str:
+    """The line ``melodyrt train`` ends with: where the best weights are, or that they are not
+    in ``out_dir`` (a run resumed from a checkpoint whose best check happened elsewhere and was
+    not beaten here keeps the score, not the file)."""
+    best = out_dir / "best.pt"
+    if best.exists():
+        return f"done: {epochs} epochs, best validation OA {best_oa:.1f} -> {best}"
+    return (f"done: {epochs} epochs, best validation OA {best_oa:.1f} (a check before this run folder; "
+            f"its best.pt is not in {out_dir}); last checkpoint -> {out_dir / 'last.pt'}")
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:

@@ -278,3 +278,12 @@ def test_distillation_pulls_the_student_toward_its_teacher(tmp_path):
         base.replace(loss=base.loss.__class__(distill=1.0))
     with pytest.raises(MelodyRTError, match="another CFP configuration"):
         load_teacher(taught.replace(cfp=CfpConfig(window="multires")), stats, 0)
+
+
+def test_done_line_names_best_pt_only_when_it_is_there(tmp_path):
+    from melodyrt.model.commands import done_line
+
+    line = done_line(10, 82.23, tmp_path)
+    assert "82.2" in line and "best.pt is not in" in line and str(tmp_path / "last.pt") in line
+    (tmp_path / "best.pt").write_bytes(b"")
+    assert done_line(10, 82.23, tmp_path) == f"done: 10 epochs, best validation OA 82.2 -> {tmp_path / 'best.pt'}"
