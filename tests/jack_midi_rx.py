@@ -87,7 +87,6 @@ class MidiReceiver:
         self.got: list[list[int]] = []
         self.times: list[float] = []
         self.lock = threading.Lock()
-        self.received = threading.Event()
         self._t = 0.0
         self._done = threading.Event()
         self._ready: "queue.Queue[str | None]" = queue.Queue()

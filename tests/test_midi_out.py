@@ -9,6 +9,7 @@ frame rate.
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import os
 import shutil
@@ -284,7 +285,7 @@ def jack_server():
             os.environ["JACK_NO_START_SERVER"] = saved
 
 
-_receivers = iter(range(1, 1_000_000))
+_receivers = itertools.count(1)
 
 
 def new_receiver() -> MidiReceiver:

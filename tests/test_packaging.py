@@ -66,7 +66,7 @@ def test_wheel_holds_card_and_configs(wheel_names):
 
 def test_installed_wheel_loads_every_profile(wheel, tmp_path):
     """The wheel unpacked on its own (``pip install --target``; the dependencies are this
-    venv's) finds and loads both packaged models from the installed files."""
+    venv's) finds and loads every packaged model from the installed files."""
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(target),
                     str(wheel)], check=True, capture_output=True, timeout=300)
