@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e2.add_argument("--check", action="store_true", help="check MIDI note-on p50/p99 against the budget; exit 1 when over")
     e2.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
     e2.add_argument("--quick", action="store_true", help="10 of each (20 events): checks the machinery, not the latency")
+    e2.add_argument("--fast-onset", action="store_true",
+                    help="the MIDI/OSC note setting fast_onset: notes start on onset cues between frames")
     e2.set_defaults(func=_e2e)
     so = kinds.add_parser("soak", help="the live path for N minutes through JACK: memory, latency drift, xruns, stuck notes",
                           description="The e2e rig (private JACK dummy server, AudioSource, MidiSink on JACK MIDI, OscSink "
@@ -65,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     so.add_argument("--check", action="store_true",
                     help="exit 1 on stuck notes, dropped samples, RSS growth or a latency slope over the budget")
     so.add_argument("--budget", help="budget YAML instead of bench/budget.yaml")
+    so.add_argument("--fast-onset", action="store_true",
+                    help="the MIDI/OSC note setting fast_onset: notes start on onset cues between frames")
     so.set_defaults(func=_soak)
     ac = kinds.add_parser("accuracy", help="mir_eval VR/VFA/RPA/RCA/OA of the streaming tracker and an accuracy-vs-latency sweep",
                           description="Scores the tracker's streaming path (transcribe) on a folder in the MIR-1K (0 dB mix "
@@ -253,7 +257,7 @@ def _e2e(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         result = run(args.model, out, events=10 if args.quick else args.events, period=args.period,
-                     blocksize=args.blocksize, server=args.server, quick=args.quick)
+                     blocksize=args.blocksize, server=args.server, quick=args.quick, fast_onset=args.fast_onset)
     except Unavailable as exc:
         print(f"melodyrt bench e2e: cannot run here: {exc}")
         return 0
@@ -279,7 +283,8 @@ def _soak(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         result = run(args.model, out, minutes=args.minutes, period=args.period, blocksize=args.blocksize,
-                     server=args.server, progress=lambda line: print(line, file=sys.stderr, flush=True))
+                     server=args.server, progress=lambda line: print(line, file=sys.stderr, flush=True),
+                     fast_onset=args.fast_onset)
     except Unavailable as exc:
         print(f"melodyrt bench soak: cannot run here: {exc}")
         return 0

@@ -600,8 +600,13 @@ def sink_port(probe: Any, client: str) -> str:
 
 
 def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, period: int = 128, blocksize: int = 128,
-        server: str | None = None, quick: bool = False, plots: bool = True) -> dict[str, Any]:
-    """Run the e2e measurement; raises :class:`Unavailable` with the reason when it cannot run here."""
+        server: str | None = None, quick: bool = False, plots: bool = True,
+        fast_onset: bool = False) -> dict[str, Any]:
+    """Run the e2e measurement; raises :class:`Unavailable` with the reason when it cannot run here.
+
+    ``fast_onset``: the MIDI and OSC sinks (and the offline decision) start notes on onset
+    cues (``MidiConfig.fast_onset``).
+    """
     from melodyrt.rt.bundle import ModelBundle, load_bundle
 
     bundle = bundle if isinstance(bundle, ModelBundle) else load_bundle(bundle)
@@ -610,13 +615,13 @@ def run(bundle: Any, out_dir: Path, *, events: int = 200, rate: int = 48000, per
     signal, phrases = make_signal(n_phrases, rate)
     machine = machine_info()
     with jack_rig(rate, period, server) as js:
-        result = _measure(bundle, signal, phrases, rate, blocksize)
+        result = _measure(bundle, signal, phrases, rate, blocksize, fast_onset)
     result["jackd"] = jackd_xruns(js.log_text) if server is None else {"note": f"server {server!r}: its log is not ours"}
-    result["offline_note_on"] = offline_note_on(bundle, signal, phrases, rate, blocksize)
+    result["offline_note_on"] = offline_note_on(bundle, signal, phrases, rate, blocksize, fast_onset)
     result.update({
         "benchmark": "e2e", "quick": quick, "machine": machine,
         "settings": {"rate": rate, "jack_period": period, "blocksize": blocksize, "phrases": n_phrases,
-                     "events_per_kind": n_phrases, "rest_s": REST_S, "note_s": NOTE_S, "cents_ok": CENTS_OK,
+                     "events_per_kind": n_phrases, "fast_onset": fast_onset, "rest_s": REST_S, "note_s": NOTE_S, "cents_ok": CENTS_OK,
                      "server": "private jackd -d dummy" if server is None else server},
         "model": {"name": bundle.name, "dir": str(bundle.root), "untrained": _is_untrained(bundle)},
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -643,7 +648,8 @@ class LivePath:
 
 @contextlib.contextmanager
 def live_path(bundle: Any, signal: np.ndarray, rate: int, blocksize: int, listen_s: float, *,
-              sinks: tuple[Any, ...] = (), wrap_midi: Any = None, **probe_options: Any) -> Iterator[LivePath]:
+              sinks: tuple[Any, ...] = (), wrap_midi: Any = None, notes: dict[str, Any] | None = None,
+              **probe_options: Any) -> Iterator[LivePath]:
     """Start the probe (out of process, OSC listener on), the MIDI sink on JACK MIDI wired to
     the probe, the OSC sink to the probe, and the tracker's stream with the probe playing
     into its capture port (not yet playing: call ``probe.play()``).
@@ -656,6 +662,8 @@ def live_path(bundle: Any, signal: np.ndarray, rate: int, blocksize: int, listen
         Further sinks after the MIDI and OSC ones.
     wrap_midi : callable, optional
         ``MidiSink -> Sink`` in front of the MIDI sink.
+    notes : dict, optional
+        Note settings (:class:`~melodyrt.rt.midi_out.MidiConfig` fields) for both sinks.
     **probe_options
         :class:`~melodyrt.bench.jack_probe.ProbeProcess` options (``loop``, ``seconds``).
 
@@ -668,7 +676,8 @@ def live_path(bundle: Any, signal: np.ndarray, rate: int, blocksize: int, listen
 
     from .jack_probe import ProbeProcess
 
-    midi = MidiSink(virtual=True, api="jack", client_name="melodyrt", virtual_port_name="out")
+    notes = dict(notes or {})
+    midi = MidiSink(virtual=True, api="jack", client_name="melodyrt", virtual_port_name="out", **notes)
     source = None
     with tempfile.TemporaryDirectory(prefix="mrt-live-") as work, \
             ProbeProcess(signal, work, name="mrt-probe", osc=True, **probe_capacity(listen_s), **probe_options) as probe:
@@ -678,7 +687,7 @@ def live_path(bundle: Any, signal: np.ndarray, rate: int, blocksize: int, listen
             device, dev_rate = resolve_input(cfg)
             tracker = Tracker(dev_rate, bundle, backend="ort")
             assert probe.osc_port is not None
-            osc = OscSink("127.0.0.1", probe.osc_port)
+            osc = OscSink("127.0.0.1", probe.osc_port, **notes)
             source = AudioSource(tracker, [midi if wrap_midi is None else wrap_midi(midi), osc, *sinks], cfg, device)
             source.start()
             yield LivePath(probe, source, tracker, midi, osc, device, probe.capture())
@@ -689,7 +698,7 @@ def live_path(bundle: Any, signal: np.ndarray, rate: int, blocksize: int, listen
 
 
 def offline_note_on(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int,
-                    blocksize: int) -> dict[str, Any]:
+                    blocksize: int, fast_onset: bool = False) -> dict[str, Any]:
     """When the tracker, fed the same signal from memory, has decided each note-on.
 
     The live path without JACK: the signal in blocks of ``blocksize``, the MIDI note logic of
@@ -697,39 +706,55 @@ def offline_note_on(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate
     starts it is complete, i.e. when the tracker has received that frame's newest input
     sample; its delay from the acoustic onset is resampler + window + the wait for the frame
     boundary + the frames the network needs before it calls the note voiced and the onset
-    rule agrees. What the live figure adds on top is buffering, compute and transport.
+    rule agrees. With ``fast_onset`` a note-on started by an onset cue is decided when the
+    cue's evaluation is complete (its newest analysis sample has arrived).
+    What the live figure adds on top is buffering, compute and transport.
 
     Returns
     -------
     dict
         ``decided_ms`` (per answered onset [ms], at most 0.3 s late), ``p50_ms``, ``p90_ms``,
-        ``p99_ms`` and ``answered`` / ``events``.
+        ``p99_ms`` and ``answered`` / ``events``; with ``fast_onset`` also ``by_cue`` (onsets
+        a cue started), ``cues_confirmed`` and ``cues_dropped``.
     """
+    from melodyrt.rt.frames import OnsetCue
     from melodyrt.rt.midi_out import MidiConfig, MidiNoteLogic
     from melodyrt.rt.tracker import Tracker, transcribe_signal
 
     tracker = Tracker(rate, bundle, backend="ort")
-    frames = transcribe_signal(signal, rate, tracker=tracker, block=blocksize).frames
-    logic = MidiNoteLogic(MidiConfig())
+    res = transcribe_signal(signal, rate, tracker=tracker, block=blocksize)
+    logic = MidiNoteLogic(MidiConfig(fast_onset=fast_onset))
     ons: list[float] = []  # input sample at which each note-on was decided
-    for f in frames:
-        if any(m.type == "note_on" and m.velocity > 0 for m in logic.process(f)):
-            ons.append(f.sample + tracker.delay_samples)
+    cued: set[int] = set()  # indices into ons of the note-ons a cue started
+    for e in res.events():
+        if isinstance(e, OnsetCue):
+            msgs, at = logic.cue(e), e.sample + tracker.cue_delay_samples
+        else:
+            msgs, at = logic.process(e), e.sample + tracker.delay_samples
+        if any(m.type == "note_on" and m.velocity > 0 for m in msgs):
+            if isinstance(e, OnsetCue):
+                cued.add(len(ons))
+            ons.append(at)
     ons_a = np.asarray(ons)
     decided = []
+    by_cue = 0
     for ph in phrases:
         k = np.searchsorted(ons_a, ph.onset)
         if k < ons_a.shape[0] and ons_a[k] - ph.onset <= 0.3 * rate and ons_a[k] < ph.step:
             decided.append(float((ons_a[k] - ph.onset) / rate * 1000.0))
+            by_cue += int(k) in cued
     out: dict[str, Any] = {"answered": len(decided), "events": len(phrases), "decided_ms": decided}
+    if fast_onset:
+        out.update(by_cue=by_cue, cues_confirmed=logic.cues_confirmed, cues_dropped=logic.cues_dropped)
     if decided:
         out.update({f"p{q}_ms": float(np.percentile(decided, q)) for q in (50, 90, 99)})
     return out
 
 
-def _measure(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blocksize: int) -> dict[str, Any]:
+def _measure(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blocksize: int,
+             fast_onset: bool = False) -> dict[str, Any]:
     seconds = signal.shape[0] / rate
-    with live_path(bundle, signal, rate, blocksize, seconds + 30) as lp:
+    with live_path(bundle, signal, rate, blocksize, seconds + 30, notes={"fast_onset": fast_onset}) as lp:
         try:
             time.sleep(0.3)
             lp.probe.play()
@@ -852,7 +877,7 @@ def markdown(result: dict[str, Any]) -> str:
              machine_line(m),
              f"JACK dummy driver at {s['rate']} Hz, period {s['jack_period']}, stream blocksize {s['blocksize']}; "
              f"{s['phrases']} phrases (rest {s['rest_s']} s, note {s['note_s']} s, step to another note {s['note_s']} s); "
-             f"model {result['model']['name']}; xruns: probe {result['xruns']['probe']}, source {result['xruns']['source']}, "
+             f"model {result['model']['name']}; fast onset {'on' if s.get('fast_onset') else 'off'}; xruns: probe {result['xruns']['probe']}, source {result['xruns']['source']}, "
              f"{blame_text(result.get('jackd', {}))}.", "",
              f"| event | answered / played | p50 ms | p99 ms | max ms | first {DRIFT_EVENTS} p50 ms | last {DRIFT_EVENTS} p50 ms "
              "| slope ms/min (Theil-Sen / least squares) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -876,9 +901,17 @@ def markdown(result: dict[str, Any]) -> str:
     if "p50_ms" in off:
         tail = (f"; the live MIDI note-on p50 adds {live['p50_ms'] - off['p50_ms']:.1f} ms of buffering, compute and "
                 "transport" if "p50_ms" in live else "")
+        if "by_cue" in off:
+            what = ("note logic on the frames and the onset cues): a note-on is decided (its frame or cue complete) "
+                    f"{off['p50_ms']:.1f} ms after the onset")
+            cues = (f"; {off['by_cue']} of them started by a cue, {off['cues_confirmed']} cues confirmed by a voiced "
+                    f"frame, {off['cues_dropped']} taken back")
+        else:
+            what = f"note logic on the frames): a note-on's frame is complete {off['p50_ms']:.1f} ms after the onset"
+            cues = ""
         lines += ["", f"Decided offline (the same signal fed from memory in {s['blocksize']}-sample blocks, the MIDI "
-                  f"note logic on the frames): a note-on's frame is complete {off['p50_ms']:.1f} ms after the onset "
-                  f"(p50; p90 {off['p90_ms']:.1f}, p99 {off['p99_ms']:.1f}; {off['answered']} / {off['events']} onsets){tail}."]
+                  f"{what} (p50; p90 {off['p90_ms']:.1f}, p99 {off['p99_ms']:.1f}; {off['answered']} / {off['events']} "
+                  f"onsets{cues}){tail}."]
     if result["model"].get("untrained"):
         lines.append("The model is untrained: most events go unanswered.")
     if result.get("plots"):

@@ -9,7 +9,8 @@ which :class:`~melodyrt.rt.frames.PitchFrame` does not carry. The *study* settin
 note logic does not implement) rewrite the frames before the replay and so run the same logic:
 they gate the onset on p(voiced) or on its rise since the previous frame instead of the
 confidence, or (``early``) also start a note on a frame the decoder still calls unvoiced when
-p(voiced) > 0.3 rose by the threshold into it.
+p(voiced) > 0.3 rose by the threshold into it. The *fast onset* setting (``MidiConfig.fast_onset``)
+also replays the tracker's onset cues (:mod:`melodyrt.rt.onset_cue`) between the frames.
 
 Definitions (times are ``PitchFrame.time``, with the tracker's reported delay subtracted,
 against the labels' times):
@@ -48,7 +49,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from melodyrt.rt.bundle import ModelBundle, load_bundle
-from melodyrt.rt.frames import PitchFrame
+from melodyrt.rt.frames import OnsetCue, PitchFrame
 from melodyrt.rt.midi_out import BEND_CENTRE, MidiConfig, MidiNoteLogic
 from melodyrt.rt.pitch import hz_to_midi
 
@@ -79,6 +80,8 @@ class OnsetSetting:
     study : str or None
         A rule the note logic does not implement, key of :data:`STUDIES`: the frames are
         rewritten (what the gate reads put in ``confidence``) before the replay.
+    fast_onset : bool
+        ``MidiConfig.fast_onset``: the clip's onset cues are replayed between its frames.
     """
 
     name: str
@@ -86,9 +89,11 @@ class OnsetSetting:
     onset_confidence: float | None = None
     onset_rest_frames: int | None = None
     study: str | None = None
+    fast_onset: bool = False
 
     def config(self, base: MidiConfig) -> MidiConfig:
-        cfg = replace(base, onset_frames=self.onset_frames, onset_confidence=self.onset_confidence)
+        cfg = replace(base, onset_frames=self.onset_frames, onset_confidence=self.onset_confidence,
+                      fast_onset=self.fast_onset)
         return cfg if self.onset_rest_frames is None else replace(cfg, onset_rest_frames=self.onset_rest_frames)
 
     def frames(self, clip: "Clip") -> list[PitchFrame]:
@@ -128,20 +133,22 @@ STUDIES: dict[str, Callable[["Clip", OnsetSetting], list[PitchFrame]]] = {
 
 GATES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 OLD = "2 frames (old)"
+FAST = "fast onset (cues), gate conf 0.7"
 
 
 def default_settings(quick: bool = False) -> list[OnsetSetting]:
     """The old 2-frame rule (first: the reference of the paired gains), 1 frame always, the
     confidence gate at :data:`GATES`, then the studies."""
     out = [OnsetSetting(OLD, 2, None), OnsetSetting("1 frame", 1, None)]
+    fast = OnsetSetting(FAST, 2, 0.7, fast_onset=True)
     if quick:
-        return out + [OnsetSetting(f"gate conf {t:.1f}", 2, t) for t in (0.5, 0.7)]
+        return out + [OnsetSetting(f"gate conf {t:.1f}", 2, t) for t in (0.5, 0.7)] + [fast]
     out += [OnsetSetting(f"gate conf {t:.1f}", 2, t) for t in GATES]
     out += [OnsetSetting(f"gate conf {t:.1f}, rest {r}", 2, t, r) for t in (0.6, 0.7) for r in (0, 5)]
     out += [OnsetSetting(f"study: gate p(voiced) {t:.2f}", 2, t, study="p_voiced") for t in (0.7, 0.8, 0.9)]
     out += [OnsetSetting(f"study: gate rise {t:.1f}", 2, t, study="rise") for t in (0.2, 0.3, 0.4)]
     out += [OnsetSetting(f"study: early on rise {t:.1f}", 2, t, study="early") for t in (0.2, 0.3)]
-    out += [OnsetSetting("3 frames", 3, None)]
+    out += [OnsetSetting("3 frames", 3, None), fast]
     return out
 
 
@@ -165,6 +172,13 @@ class Clip:
         Labelled voiced regions (set from the labels).
     half_hop : float [s]
         Half the label hop (set from the labels; 10 ms for MIR-1K).
+    cues : list of OnsetCue
+        The tracker's onset cues on the same stream.
+    cue_shift : float [s]
+        Added to a cue's time to put a note it starts on the frames' time scale: a frame's
+        note-on is *decided* ``delay_samples`` after its ``time``, a cue's
+        ``cue_delay_samples`` after its own, so a cue note's ``on`` is its decision time minus
+        the frames' delay and onset delays compare decisions.
     """
 
     name: str
@@ -176,6 +190,8 @@ class Clip:
     duration: float
     regions: list[tuple[float, float]] = field(default_factory=list)
     half_hop: float = 0.01
+    cues: list[OnsetCue] = field(default_factory=list)
+    cue_shift: float = 0.0
 
     def __post_init__(self) -> None:
         lt = self.label_times
@@ -220,8 +236,10 @@ def collect(bundle: ModelBundle, tracks: Sequence[Any], max_seconds: float | Non
             lag = trackers[sr].decoder.latency_frames          # output k describes step k - lag
             idx = np.array([f.index - lag for f in res.frames], int)
             keep = slice(None) if max_seconds is None else tr.label_times <= max_seconds
+            t = trackers[sr]
             clips.append(Clip(tr.name, cond, res.frames, 1.0 - sal[idx, 0].astype(np.float64),
-                              tr.label_times[keep], hz_to_midi(tr.label_f0[keep]), res.duration))
+                              tr.label_times[keep], hz_to_midi(tr.label_f0[keep]), res.duration,
+                              cues=res.cues, cue_shift=(t.cue_delay_samples - t.delay_samples) / sr))
         if progress is not None:
             progress(tr.name)
     return clips
@@ -255,9 +273,14 @@ class Note:
     closed: bool = False
 
 
-def replay(frames: Sequence[PitchFrame], config: MidiConfig) -> tuple[list[Note], NDArray[np.float64]]:
+def replay(frames: Sequence[PitchFrame], config: MidiConfig, cues: Sequence[OnsetCue] = (),
+           cue_shift: float = 0.0) -> tuple[list[Note], NDArray[np.float64]]:
     """The notes :class:`MidiNoteLogic` plays for ``frames`` (then stopped), and the pitch a
     receiver sounds after each frame's messages.
+
+    ``cues`` (with ``config.fast_onset``) are fed before the frame numbered ``cue.index``; a
+    note a cue starts has ``on = cue.time + cue_shift`` (see :attr:`Clip.cue_shift`) and
+    ``on_index = cue.index``.
 
     Returns
     -------
@@ -272,7 +295,16 @@ def replay(frames: Sequence[PitchFrame], config: MidiConfig) -> tuple[list[Note]
     held: tuple[int, float, int, bool] | None = None
     bend: dict[int, float] = {}   # per channel [semitones]
     channel = 0
+    c = 0
     for k, f in enumerate(frames):
+        while c < len(cues) and cues[c].index <= f.index:
+            cue = cues[c]
+            c += 1
+            for m in logic.cue(cue):
+                if m.type == "note_on" and m.velocity > 0:
+                    held, channel = (m.note, cue.time + cue_shift, cue.index, False), m.channel
+                elif m.type == "pitchwheel":
+                    bend[m.channel] = m.pitch / BEND_CENTRE * config.bend_range
         off_here = False
         for m in logic.process(f):
             if m.type == "note_off" and held is not None:
@@ -290,9 +322,10 @@ def replay(frames: Sequence[PitchFrame], config: MidiConfig) -> tuple[list[Note]
     return notes, sounding
 
 
-def play(frames: Sequence[PitchFrame], config: MidiConfig) -> list[Note]:
-    """The notes :class:`MidiNoteLogic` plays for ``frames`` (then stopped)."""
-    return replay(frames, config)[0]
+def play(frames: Sequence[PitchFrame], config: MidiConfig, cues: Sequence[OnsetCue] = (),
+         cue_shift: float = 0.0) -> list[Note]:
+    """The notes :class:`MidiNoteLogic` plays for ``frames`` and ``cues`` (then stopped)."""
+    return replay(frames, config, cues, cue_shift)[0]
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -386,7 +419,7 @@ def evaluate(clips: Sequence[Clip], settings: Sequence[OnsetSetting], base: Midi
         cfg = s.config(base)
         per_cond: dict[str, list[dict[str, Any]]] = {}
         for clip in clips:
-            sc = score_clip(clip, play(s.frames(clip), cfg))
+            sc = score_clip(clip, play(s.frames(clip), cfg, clip.cues if s.fast_onset else (), clip.cue_shift))
             per_cond.setdefault(clip.condition, []).append(sc)
             region_delays.setdefault((clip.condition, s.name), []).extend(sc["region_delays"])
         for cond, rows in per_cond.items():
@@ -411,7 +444,7 @@ def recommend(scores: dict[str, dict[str, dict[str, Any]]], settings: Sequence[O
     Only the gate as :class:`MidiNoteLogic` implements it counts (``onset_frames`` 2, the
     config's ``onset_rest_frames``, no study). None when no gate qualifies.
     """
-    gates = sorted((s for s in settings if s.study is None and s.onset_frames == 2 and s.onset_confidence is not None
+    gates = sorted((s for s in settings if s.study is None and not s.fast_onset and s.onset_frames == 2 and s.onset_confidence is not None
                     and s.onset_rest_frames is None), key=lambda s: float(s.onset_confidence or 0.0))
     for s in gates:
         if all(rows[s.name]["false_per_min"] <= (1.0 + max_increase) * rows[OLD]["false_per_min"] + 1e-9
@@ -460,10 +493,10 @@ def run(bundle: ModelBundle | str | Path | None, data: Path, out_dir: Path, *, s
                   "untrained": not (bundle.meta.get("training_state") or {}).get("global_step")},
         "note_logic": {k: v for k, v in base.__dict__.items() if k in (
             "onset_frames", "onset_confidence", "onset_rest_frames", "min_note_frames", "release_frames",
-            "change_frames", "hysteresis_cents")},
+            "change_frames", "hysteresis_cents", "cue_confirm_frames")},
         "settings": {s.name: {"onset_frames": s.onset_frames, "onset_confidence": s.onset_confidence,
                               "onset_rest_frames": base.onset_rest_frames if s.onset_rest_frames is None else s.onset_rest_frames,
-                              "study": s.study} for s in settings},
+                              "study": s.study, "fast_onset": s.fast_onset} for s in settings},
         "scores": scores,
         "recommended": recommend(scores, settings),
         "latency_on_top_ms": setting_latency_ms(Tracker(8000, bundle, engine=engine)),

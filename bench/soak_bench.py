@@ -55,7 +55,7 @@ from typing import Any, Callable
 import numpy as np
 
 from melodyrt.rt.errors import MelodyRTError
-from melodyrt.rt.frames import PitchFrame
+from melodyrt.rt.frames import OnsetCue, PitchFrame
 
 from .cfp_bench import machine_info, machine_line, save_figure
 from .e2e_bench import (
@@ -250,7 +250,7 @@ def midi_pairing(events: list[bytes], held_at_close: set[tuple[int, int]], repea
 
 
 class _HeldAtClose:
-    """Passes frames to a :class:`MidiSink`; notes what it holds when closed."""
+    """Passes frames and onset cues to a :class:`MidiSink`; notes what it holds when closed."""
 
     latency_samples = 0
 
@@ -260,6 +260,9 @@ class _HeldAtClose:
 
     def send(self, frame: PitchFrame) -> None:
         self.sink.send(frame)
+
+    def cue(self, cue: OnsetCue) -> None:
+        self.sink.cue(cue)
 
     def close(self) -> None:
         if self.held is None:
@@ -285,8 +288,11 @@ def _frame_offset(probe: Any, source: Any, blocksize: int, reads: int = 5) -> fl
 
 def run(bundle: Any, out_dir: Path, *, minutes: float, rate: int = 48000, period: int = 128, blocksize: int = 128,
         server: str | None = None, sample_s: float | None = None, plots: bool = True,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the soak; raises :class:`~melodyrt.bench.e2e_bench.Unavailable` when it cannot run here."""
+        progress: Callable[[str], None] | None = None, fast_onset: bool = False) -> dict[str, Any]:
+    """Run the soak; raises :class:`~melodyrt.bench.e2e_bench.Unavailable` when it cannot run here.
+
+    ``fast_onset``: the MIDI and OSC sinks start notes on onset cues (``MidiConfig.fast_onset``).
+    """
     from melodyrt.rt.bundle import ModelBundle, load_bundle
 
     if not minutes > 0:
@@ -299,13 +305,14 @@ def run(bundle: Any, out_dir: Path, *, minutes: float, rate: int = 48000, period
     machine = machine_info()
     log = out_dir / "soak_jackd.log"
     with jack_rig(rate, period, server, name="melodyrt-soak", log=None if server else log) as js:
-        result = _soak(bundle, signal, phrases, rate, blocksize, seconds, sample_s, progress)
+        result = _soak(bundle, signal, phrases, rate, blocksize, seconds, sample_s, progress, fast_onset)
     result["jackd"] = jackd_xruns(js.log_text) if server is None else {"note": f"server {server!r}: its log is not ours"}
     from melodyrt.rt.commands import _is_untrained
 
     result.update({
         "benchmark": "soak", "machine": machine,
         "settings": {"rate": rate, "jack_period": period, "blocksize": blocksize, "minutes": minutes,
+                     "fast_onset": fast_onset,
                      "loop_phrases": LOOP_PHRASES, "loop_s": signal.shape[0] / rate, "rest_s": REST_S, "note_s": NOTE_S,
                      "cents_ok": CENTS_OK, "rss_sample_s": sample_s,
                      "server": "private jackd -d dummy" if server is None else server},
@@ -321,7 +328,7 @@ def run(bundle: Any, out_dir: Path, *, minutes: float, rate: int = 48000, period
 
 
 def _soak(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blocksize: int, seconds: float,
-          sample_s: float, progress: Callable[[str], None] | None) -> dict[str, Any]:
+          sample_s: float, progress: Callable[[str], None] | None, fast_onset: bool = False) -> dict[str, Any]:
     from melodyrt.rt.karaoke.session import KaraokeSession
 
     loop_len = signal.shape[0]
@@ -335,7 +342,7 @@ def _soak(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate: int, blo
         return held[0]
 
     with live_path(bundle, signal, rate, blocksize, seconds + 60, sinks=(session,), wrap_midi=wrap, loop=True,
-                   seconds=seconds) as lp:
+                   seconds=seconds, notes={"fast_onset": fast_onset}) as lp:
         probe, source = lp.probe, lp.source
         try:
             time.sleep(0.3)

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from . import plugins
 from .errors import ConfigError
-from .frames import PitchFrame, Sink
+from .frames import OnsetCue, PitchFrame, Sink
 from .plugins import Processor, Source
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,18 @@ class Chain:
                 self.sink_errors += 1
                 log.exception("sink %s failed on frame %d", type(s).__name__, frame.index)
 
+    def cue(self, cue: OnsetCue) -> None:
+        """Give an onset cue to every sink that takes cues (``cue()``: MIDI, OSC)."""
+        for s in self.sinks:
+            take = getattr(s, "cue", None)
+            if not callable(take):
+                continue
+            try:
+                take(cue)
+            except Exception:
+                self.sink_errors += 1
+                log.exception("sink %s failed on the cue before frame %d", type(s).__name__, cue.index)
+
     def run(self, tracker: Tracker, *, stop: threading.Event | None = None) -> int:
         """Stream the source through processors, ``tracker`` and sinks until it ends.
 
@@ -207,8 +219,11 @@ class Chain:
         for block in self.source:
             if stop is not None and stop.is_set():
                 break
-            for frame in tracker.process(self.process(block)):
-                self.send(frame)
+            for event in tracker.process_events(self.process(block)):
+                if isinstance(event, OnsetCue):
+                    self.cue(event)
+                    continue
+                self.send(event)
                 n += 1
         return n
 

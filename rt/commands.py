@@ -240,6 +240,8 @@ def register_live(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--midi-channel", type=int, help="MIDI channel 1..16 (default: from --config, else 1)")
     p.add_argument("--bend-range", type=int, help="pitch-bend range [semitones] (default: from --config, else 2)")
     p.add_argument("--osc", metavar="HOST:PORT", help="send OSC bundles over UDP to HOST:PORT")
+    p.add_argument("--fast-onset", action="store_true",
+                   help="start MIDI/OSC notes on onset cues, ~20 ms sooner (a dry voice; the midi setting fast_onset)")
     p.add_argument("--chain", metavar="YAML", help="plugin chain file: processors before the tracker, extra sinks")
     p.add_argument("--seconds", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--every", type=int, default=10,
@@ -251,12 +253,14 @@ def register_live(sub: argparse._SubParsersAction) -> None:
 def _live_sinks(args: argparse.Namespace, midi: dict | None = None) -> list[Any]:
     """MIDI and OSC sinks from the command line (opened now, so a bad port fails early).
 
-    ``midi``: the ``--config`` file's ``midi:`` settings; ``--midi-channel`` and
-    ``--bend-range`` win over them.
+    ``midi``: the ``--config`` file's ``midi:`` settings; ``--midi-channel``, ``--bend-range``
+    and ``--fast-onset`` win over them. The OSC sink's note events follow the same settings.
     """
     sinks: list[Any] = []
     settings = dict(midi or {})
     settings.update({k: v for k, v in (("channel", args.midi_channel), ("bend_range", args.bend_range)) if v is not None})
+    if getattr(args, "fast_onset", False):
+        settings["fast_onset"] = True
     try:
         if args.midi_port or args.virtual:
             try:
@@ -270,7 +274,7 @@ def _live_sinks(args: argparse.Namespace, midi: dict | None = None) -> list[Any]
             except ImportError as exc:
                 raise MelodyRTError(f"OSC output is not available in this installation ({exc})") from None
             host, port = parse_target(args.osc)
-            sinks.append(OscSink(host, port))
+            sinks.append(OscSink(host, port, **settings))
     except BaseException:
         for s in sinks:
             s.close()

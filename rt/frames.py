@@ -43,6 +43,40 @@ class PitchFrame:
     loudness_db: float
 
 
+@dataclass(frozen=True, slots=True)
+class OnsetCue:
+    """A fast, provisional onset: a loud periodic stretch after a rest in the newest audio.
+
+    Emitted between frames by :meth:`melodyrt.rt.tracker.Tracker.process_events` (see
+    :mod:`melodyrt.rt.onset_cue`). A sink with a ``cue(cue)`` method may act on it (the MIDI
+    note logic starts a note when ``fast_onset`` is on); the frames after it confirm it or
+    not. Sinks without that method never see cues.
+
+    Attributes
+    ----------
+    index : int
+        Index of the next frame: the cue comes after frame ``index - 1`` in the stream.
+    sample : int [samples at the input rate]
+        Position of the audio it describes (its evaluation's newest sample minus the
+        resampler's delay and half the level window), on the same timeline as frames.
+    time : float [s]
+        ``sample / input_rate``.
+    f0_hz : float [Hz]
+        Pitch estimate of the newest few periods.
+    periodicity : float [0..1]
+        Normalised correlation at that period.
+    loudness_db : float [dBFS]
+        Level of the newest 5 ms, for note velocity.
+    """
+
+    index: int
+    sample: int
+    time: float
+    f0_hz: float
+    periodicity: float
+    loudness_db: float
+
+
 @runtime_checkable
 class Sink(Protocol):
     """Where frames go: MIDI, OSC, files, a karaoke scorer, ..."""

@@ -22,6 +22,15 @@ Musical behaviour (one voice, the singer's):
   (a confident onset), and otherwise after ``onset_frames`` consecutive voiced frames (a
   doubtful one), on the nearest semitone of that frame, with a velocity from the loudest
   voiced frame since the run began.
+- With ``fast_onset`` on, a note also starts on an :class:`~melodyrt.rt.frames.OnsetCue`
+  (:meth:`MidiNoteLogic.cue`: a periodic onset in the newest audio, 10-15 ms into a sung
+  note, before any frame has heard it), on the cue's semitone and velocity, when no note
+  sounds, the last frame was unvoiced (else the frames are already starting the note) and
+  the next frame would have the ``onset_rest_frames`` a confident onset needs. The note is
+  provisional until a voiced frame arrives: that frame confirms it (a frame further away
+  than ``bend_range`` moves it at once to the frame's semitone; a nearer one is sounded by
+  the bend, and the rules of a held note change it if the pitch stays away), and if
+  ``cue_confirm_frames`` frames pass without one it is released (a false cue).
 - While it is held, pitch bend follows the f0 continuously relative to the held note (14-bit,
   sent before the first note of a channel and then only when the value changes, so at most
   one message per frame).
@@ -57,7 +66,7 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence
 import mido
 
 from .errors import ConfigError, MelodyRTError
-from .frames import PitchFrame
+from .frames import OnsetCue, PitchFrame
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +113,14 @@ class MidiConfig:
         next note waits for ``onset_frames``. At 2 (the default) notes never start closer
         together than the 2-frame rule allows: 6 frames, with ``min_note_frames=5`` and
         ``release_frames=2``. 0: no condition.
+    fast_onset : bool
+        Start notes on onset cues (see above); off by default. Meant for a dry voice: it
+        saves ~20 ms of note-on latency and costs false onsets on voices over a backing
+        track (README, "Fast onset").
+    cue_confirm_frames : int [frames]
+        Frames a cue-started note waits for a voiced frame before it is released. The
+        frames describe audio ~21 ms older than a cue (the CFP window), and the network
+        calls a note voiced ~15-20 ms in, so 6 (60 ms) lets a real onset confirm.
     min_note_frames : int [frames]
         A note is neither changed nor released before it has sounded this long (its first
         frame counted), on the slow rule and, with ``jump_min_frames=None``, the fast path too.
@@ -170,6 +187,8 @@ class MidiConfig:
     onset_frames: int = 2
     onset_confidence: float | None = 0.7
     onset_rest_frames: int = 2
+    fast_onset: bool = False
+    cue_confirm_frames: int = 6
     min_note_frames: int = 5
     release_frames: int = 2
     jump_cents: float | None = 250.0
@@ -198,7 +217,9 @@ class MidiConfig:
         need(isinstance(self.bend_range, int) and 1 <= self.bend_range <= 96,
              f"bend_range must be a whole number of semitones 1..96, got {self.bend_range!r}")
         need(self.hysteresis_cents >= 0, "hysteresis_cents must be >= 0")
-        for name in ("change_frames", "onset_frames", "min_note_frames", "release_frames", "jump_frames"):
+        need(isinstance(self.fast_onset, bool), f"fast_onset must be true or false, got {self.fast_onset!r}")
+        for name in ("change_frames", "onset_frames", "min_note_frames", "release_frames", "jump_frames",
+                     "cue_confirm_frames"):
             need(int(getattr(self, name)) >= 1, f"{name} must be >= 1")
         need(int(self.onset_rest_frames) >= 0, "onset_rest_frames must be >= 0")
         oc = self.onset_confidence
@@ -331,6 +352,9 @@ class MidiNoteLogic:
         self._away = 0                        # consecutive frames far from the held note
         self._jump = 0                        # consecutive confident frames beyond jump_cents, same side (sign)
         self._unvoiced = 0                    # consecutive unvoiced frames while held
+        self._cued = 0                        # frames left for a voiced frame to confirm a cue's note
+        self.cues_confirmed = 0               # cue-started notes a voiced frame confirmed ...
+        self.cues_dropped = 0                 # ... and those released unconfirmed
         self._bend: dict[int, int] = {}       # last bend sent per channel [0..16383]; none yet: unknown
         self._pressure: dict[int, int] = {}
         self._next_member = 0
@@ -352,6 +376,26 @@ class MidiNoteLogic:
         self._header_time = time_s
         return out
 
+    def cue(self, cue: OnsetCue) -> list[mido.Message]:
+        """Messages for an onset cue: a provisional note-on when ``fast_onset`` allows, else none."""
+        cfg = self.config
+        # the cue comes before the next frame, which would count one more frame of rest; once
+        # a frame is voiced the network hears the voice itself and is better at its pitch
+        if (not cfg.fast_onset or self.held is not None or self._voiced_run
+                or self._rest + 1 < cfg.onset_rest_frames):
+            return []
+        if not (cue.f0_hz > 0 and math.isfinite(cue.f0_hz)):
+            return []
+        midi = hz_to_midi(cue.f0_hz)
+        if not cfg.lowest_note - 0.5 <= midi < cfg.highest_note + 0.5:
+            return []
+        out: list[mido.Message] = [] if self.started else self.start(cue.time)
+        if cfg.reannounce_s is not None and cue.time - self._header_time >= cfg.reannounce_s:
+            out += self.start(cue.time)
+        out += self._note_on(midi, cfg.velocity(cue.loudness_db), cue.loudness_db)
+        self._cued = cfg.cue_confirm_frames
+        return out
+
     def process(self, frame: PitchFrame) -> list[mido.Message]:
         """Messages for one frame (often none)."""
         out: list[mido.Message] = [] if self.started else self.start(frame.time)
@@ -359,6 +403,22 @@ class MidiNoteLogic:
         midi = self._voiced_pitch(frame)
         if self.held is None:
             self._rest += 1
+        if self._cued:
+            if midi is None:
+                self.age += 1
+                self._cued -= 1
+                if not self._cued:
+                    self.cues_dropped += 1
+                    out += self._note_off()
+                    self._rest = 0
+                return out
+            self._cued = 0
+            self.cues_confirmed += 1
+            if abs(midi - self.held) > cfg.bend_range:   # no bend can sound the frame's pitch
+                out += self._note_off()
+                out += self._note_on(midi, cfg.velocity(frame.loudness_db), frame.loudness_db)
+                return out
+            # else the bend sounds it, and the held-note rules below move the note if it stays away
         if midi is None:
             self._voiced_run = 0
             self._onset_db = -math.inf
@@ -439,7 +499,7 @@ class MidiNoteLogic:
         else:
             ch = cfg.channel
         self.held, self.held_channel, self.age = note, ch, 1
-        self._away = self._unvoiced = self._jump = 0
+        self._away = self._unvoiced = self._jump = self._cued = 0
         self._used.add(ch)
         out = self._expression(midi, loudness_db)
         out.append(mido.Message("note_on", channel=ch - 1, note=note, velocity=velocity))
@@ -449,7 +509,7 @@ class MidiNoteLogic:
         assert self.held is not None
         msg = mido.Message("note_off", channel=self.held_channel - 1, note=self.held, velocity=0)
         self.held = None
-        self.age = self._away = self._unvoiced = self._jump = 0
+        self.age = self._away = self._unvoiced = self._jump = self._cued = 0
         return [msg]
 
     def _expression(self, midi: float, loudness_db: float) -> list[mido.Message]:
@@ -787,6 +847,21 @@ class MidiSink:
                 if self._since_check >= self.PORT_CHECK_FRAMES:
                     self._since_check = 0
                     self._check_port()
+
+    def cue(self, cue: OnsetCue) -> None:
+        """Act on an onset cue (a provisional note-on with ``fast_onset``); never raises."""
+        if not self.logic.config.fast_onset:
+            return
+        with self._lock:
+            if self._closed or not self.alive:
+                return
+            try:
+                msgs = self.logic.cue(cue)
+            except Exception:
+                self.errors += 1
+                log.exception("MIDI note logic failed on the cue before frame %s", cue.index)
+                return
+            self._emit(msgs)
 
     def _send_due_repeats(self, now: float) -> None:
         """Send the note-off repeats whose time [``time.monotonic()``, s] has come."""

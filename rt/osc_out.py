@@ -16,6 +16,9 @@ address                    types   meaning
 ``/melodyrt/note/off``     i       note [0..127]
 =========================  ======  ===================================================
 
+With ``fast_onset`` (a note setting, as for MIDI) a note can start on an onset cue between
+frames: that bundle holds only ``/note/on``, time-tagged with the cue's audio.
+
 The bundle's time tag is the NTP time at which the frame's audio reached the input:
 ``epoch + frame.time``, where ``epoch`` is the wall-clock time of stream sample 0 (given by
 the caller, else estimated at the first frame as ``time.time() - frame.time``, which is late
@@ -35,7 +38,7 @@ from typing import Any
 from pythonosc.parsing.osc_types import write_date
 
 from .errors import MelodyRTError
-from .frames import PitchFrame
+from .frames import OnsetCue, PitchFrame
 from .midi_out import MidiConfig, MidiNoteLogic, hz_to_midi
 
 log = logging.getLogger(__name__)
@@ -203,6 +206,33 @@ class OscSink:
             elif m.type == "note_off":
                 parts.append(e["note/off"].element(m.note))
         return b"".join(parts)
+
+    def cue_bundle(self, cue: OnsetCue) -> bytes | None:
+        """The bundle of an onset cue's note events (advances the note logic); None if none."""
+        msgs = self.notes.cue(cue)
+        if not msgs:
+            return None
+        if self.epoch is None:
+            self.epoch = time.time() - cue.time
+        e = self._enc
+        parts = [_BUNDLE_TAG, write_date(self.epoch + cue.time)]
+        for m in msgs:
+            if m.type == "note_on":
+                parts.append(e["note/on"].element(m.note, m.velocity))
+        return b"".join(parts) if len(parts) > 2 else None
+
+    def cue(self, cue: OnsetCue) -> None:
+        """Send the note-on an onset cue starts (``fast_onset``); never raises."""
+        if self._sock is None or not self.notes.config.fast_onset:
+            return
+        try:
+            data = self.cue_bundle(cue)
+        except Exception:
+            log.exception("OSC: cannot encode the cue before frame %s", cue.index)
+            self.dropped += 1
+            return
+        if data is not None:
+            self._sendto(data)
 
     def send(self, frame: PitchFrame) -> None:
         """Send one frame's bundle; never raises (failures are counted in ``dropped``)."""

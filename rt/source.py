@@ -52,7 +52,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import AudioInputError, MelodyRTError
-from .frames import PitchFrame, Sink
+from .frames import OnsetCue, PitchFrame, Sink
 from .resample import check_rate
 from .ring import RingBuffer
 from .tracker import LatencyReport, Tracker
@@ -527,6 +527,8 @@ class AudioSource:
         self.device = device
         self.tracker = tracker
         self.sinks = list(sinks)
+        # sinks that act on onset cues between frames (MIDI, OSC); the rest see frames only
+        self._cue_sinks = [s.cue for s in self.sinks if callable(getattr(s, "cue", None))]
         self.rate = tracker.input_rate
         cap = max(4 * self.config.blocksize, int(self.config.ring_seconds * self.rate))
         self._ring = RingBuffer(cap, np.float32)
@@ -640,15 +642,24 @@ class AudioSource:
             return False
         self._max_fill = max(self._max_fill, self._fill)
         block = self._buf[:n] if self.pre is None else self.pre(self._buf[:n])
-        frames = self.tracker.process(block)
+        events = self.tracker.process_events(block)
         self._blocks += 1
-        if frames:
-            self._deliver(frames)
+        if events:
+            self._deliver(events)
         return True
 
-    def _deliver(self, frames: list[PitchFrame]) -> None:
+    def _deliver(self, events: list[PitchFrame | OnsetCue]) -> None:
         newest = self.tracker.samples_in - 1
-        for frame in frames:
+        n_frames = 0
+        for frame in events:
+            if isinstance(frame, OnsetCue):
+                for cue in self._cue_sinks:
+                    try:
+                        cue(frame)
+                    except Exception:
+                        self._sink_errors += 1
+                continue
+            n_frames += 1
             lag = newest - frame.sample
             self._lag_sum += lag
             self._lag_max = max(self._lag_max, lag)
@@ -657,7 +668,7 @@ class AudioSource:
                     sink.send(frame)
                 except Exception:
                     self._sink_errors += 1
-        self._frames += len(frames)
+        self._frames += n_frames
 
     # ---------------------------------------------------------------- control
 

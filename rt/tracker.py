@@ -45,7 +45,8 @@ from .config import ResampleConfig, _from_mapping, load_yaml
 from .decode import Decoder, DecoderConfig
 from .engine import Engine, create_engine
 from .errors import AudioInputError
-from .frames import PitchFrame
+from .frames import OnsetCue, PitchFrame
+from .onset_cue import CueConfig, OnsetCueDetector
 from .resample import StreamingResampler, check_rate
 
 #: Largest piece of a block processed at once [input samples]; bigger blocks are split
@@ -67,10 +68,13 @@ class TrackerConfig:
         Voicing hysteresis and pitch smoothing.
     timing_hops : int [hops]
         Capacity of the per-hop compute-time arrays (the newest are kept).
+    cue : CueConfig
+        Fast onset cues between frames (:mod:`melodyrt.rt.onset_cue`).
     """
 
     resample: ResampleConfig = field(default_factory=ResampleConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    cue: CueConfig = field(default_factory=CueConfig)
     timing_hops: int = 1 << 15
 
     @classmethod
@@ -326,6 +330,7 @@ class Tracker:
         self.resampler = StreamingResampler(self.input_rate, self.analysis_rate, self.config.resample.quality)
         self.cfp = StreamingCFP(cfp_cfg, self.bundle.norm, self.bundle.stats, max_block=CHUNK)
         self.decoder = Decoder(self.config.decoder, cfp_cfg)
+        self.cue = OnsetCueDetector(self.config.cue, self.analysis_rate, self.hop) if self.config.cue.enabled else None
         self.timings = StageTimings(self.config.timing_hops)
         self._ratio = self.input_rate / self.analysis_rate  # input samples per analysis sample
         self._delay_analysis = (
@@ -349,6 +354,14 @@ class Tracker:
     def latency_samples(self) -> int:
         """:attr:`delay_samples` rounded (the streaming-processor convention)."""
         return int(round(self.delay_samples))
+
+    @property
+    def cue_delay_samples(self) -> float:
+        """What a cue's timestamp subtracts from its evaluation's newest sample [input samples]
+        (resampler + half the cue's level window + ``pre_delay_samples``); 0 without cues."""
+        if self.cue is None:
+            return 0.0
+        return (self.resampler.latency_samples + self.cue.latency_samples) * self._ratio + self.pre_delay_samples
 
     @property
     def samples_sanitised(self) -> int:
@@ -390,6 +403,8 @@ class Tracker:
         self.cfp.reset()
         self.engine.reset()
         self.decoder.reset()
+        if self.cue is not None:
+            self.cue.reset()
         self._power[:] = 0.0
         self.samples_in = 0
         self.frames_emitted = 0
@@ -402,6 +417,8 @@ class Tracker:
         """
         self.cfp.warmup()
         self.engine.warmup()
+        if self.cue is not None:
+            self.cue.warmup()
         n = self.input_rate // 4
         t = np.arange(n) / self.input_rate
         self.process((0.05 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32))
@@ -424,15 +441,29 @@ class Tracker:
         frames : list of PitchFrame
             In stream order; usually 0 or 1 per device block.
         """
+        out: list[PitchFrame] = []
+        self._feed(block, out, None)
+        return out
+
+    def process_events(self, block: NDArray) -> list[PitchFrame | OnsetCue]:
+        """Like :meth:`process`, with the :class:`OnsetCue` records between the frames.
+
+        The same frames as :meth:`process`, in stream order with the cues the block's audio
+        raised (none when ``config.cue.enabled`` is off). A cue at a frame boundary comes
+        before that frame.
+        """
+        out: list[PitchFrame | OnsetCue] = []
+        self._feed(block, out, out)
+        return out
+
+    def _feed(self, block: NDArray, out: list, cues: list | None) -> None:
         x = np.asarray(block)
         if x.ndim == 2 and x.shape[1] == 1:
             x = x[:, 0]
         if x.ndim != 1:
             raise AudioInputError(f"expected mono samples of shape (n,), got shape {x.shape}")
-        out: list[PitchFrame] = []
         for start in range(0, x.shape[0], CHUNK):
-            self._process_chunk(x[start : start + CHUNK], out)
-        return out
+            self._process_chunk(x[start : start + CHUNK], out, cues)
 
     def flush(self) -> list[PitchFrame]:
         """Feed silence until every sample fed so far is described by a frame.
@@ -443,7 +474,7 @@ class Tracker:
         n = int(math.ceil(self.delay_samples + 2 * self.hop * self._ratio)) + 1
         return self.process(np.zeros(n, np.float32))
 
-    def _process_chunk(self, x: NDArray, out: list[PitchFrame]) -> None:
+    def _process_chunk(self, x: NDArray, out: list, cues: list | None) -> None:
         clock = time.perf_counter_ns
         t0 = clock()
         self._store_power(x)
@@ -454,7 +485,12 @@ class Tracker:
         while i < n:
             take = min(n - i, hop - cfp.samples_seen % hop)  # up to the end of the current hop
             ta = clock()
-            frames = cfp.process(y[i : i + take])
+            piece = y[i : i + take]
+            if self.cue is not None:
+                for c in self.cue.process(piece):
+                    if cues is not None:
+                        cues.append(self._cue(c.newest, c.f0_hz, c.periodicity, c.level_db))
+            frames = cfp.process(piece)
             i += take
             if frames.shape[0] == 0:
                 continue
@@ -502,6 +538,11 @@ class Tracker:
         ms = total / m
         return 10.0 * math.log10(ms) if ms > 1e-12 else SILENCE_DB
 
+    def _cue(self, newest: int, f0_hz: float, periodicity: float, level_db: float) -> OnsetCue:
+        position = (newest - self.resampler.latency_samples - self.cue.latency_samples) * self._ratio
+        sample = int(math.floor(position - self.pre_delay_samples + 0.5))
+        return OnsetCue(self.frames_emitted, sample, sample / self.input_rate, f0_hz, periodicity, level_db)
+
     def _frame(self, f0_hz: float, voiced: bool, confidence: float) -> PitchFrame:
         k = self.frames_emitted
         self.frames_emitted += 1
@@ -533,17 +574,33 @@ class Transcription:
     rate : int [Hz]
     n_samples : int [input samples]
     latency : LatencyReport
+    cues : list of OnsetCue
+        The fast onset cues the stream raised, ``0 <= cue.sample < n_samples``
+        (:meth:`Tracker.process_events`).
     """
 
     frames: list[PitchFrame]
     rate: int
     n_samples: int
     latency: LatencyReport
+    cues: list[OnsetCue] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
         """Length of the signal [s]."""
         return self.n_samples / self.rate
+
+    def events(self) -> list[PitchFrame | OnsetCue]:
+        """Frames and cues in stream order, as :meth:`Tracker.process_events` gave them (a cue
+        before the frame numbered ``cue.index``)."""
+        out: list[PitchFrame | OnsetCue] = []
+        cues, k = self.cues, 0
+        for f in self.frames:
+            while k < len(cues) and cues[k].index <= f.index:
+                out.append(cues[k])
+                k += 1
+            out.append(f)
+        return out + cues[k:]
 
 
 def transcribe_signal(
@@ -582,13 +639,14 @@ def transcribe_signal(
         raise AudioInputError(f"block size must be positive, got {block}")
     x = np.asarray(x)
     tracker.reset()
-    frames: list[PitchFrame] = []
+    events: list[PitchFrame | OnsetCue] = []
     for i in range(0, x.shape[0], block):
-        frames += tracker.process(x[i : i + block])
-    frames += tracker.flush()
+        events += tracker.process_events(x[i : i + block])
+    events += tracker.flush()
     n = int(x.shape[0])
-    kept = [f for f in frames if 0 <= f.sample < n]
-    return Transcription(kept, sr, n, tracker.latency())
+    kept = [f for f in events if isinstance(f, PitchFrame) and 0 <= f.sample < n]
+    cues = [c for c in events if isinstance(c, OnsetCue) and 0 <= c.sample < n]
+    return Transcription(kept, sr, n, tracker.latency(), cues)
 
 
 def transcribe_file(

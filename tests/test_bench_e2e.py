@@ -298,6 +298,25 @@ def test_offline_note_on_times_the_shipped_models_decision():
     assert silent["answered"] == 0 and "p50_ms" not in silent
 
 
+def test_fast_onset_decides_every_note_on_from_a_cue_before_the_frames_would():
+    """With fast_onset the shipped model's note-ons come from onset cues, each decided earlier
+    (in stream samples) than the frame rule decides the same onset, and every cue is confirmed."""
+    import numpy as np
+
+    from melodyrt.bench.e2e_bench import make_signal, offline_note_on
+    from melodyrt.rt.bundle import load_bundle
+
+    bundle = load_bundle()
+    x, phrases = make_signal(12, 48000, seed=4)
+    frames = offline_note_on(bundle, x, phrases, 48000, 128)
+    cued = offline_note_on(bundle, x, phrases, 48000, 128, fast_onset=True)
+    assert cued["answered"] == frames["answered"] == 12
+    assert cued["by_cue"] == cued["cues_confirmed"] == 12 and cued["cues_dropped"] == 0
+    fast, slow = np.asarray(cued["decided_ms"]), np.asarray(frames["decided_ms"])
+    assert np.all(fast > 1.5) and np.all(fast + 5.0 < slow), (fast, slow)   # sooner on every onset, never before it
+    assert "by_cue" not in frames
+
+
 def test_check_blames_the_offline_decision_not_fixed_stages():
     """--check splits an over-budget note-on into the offline decision and what live adds."""
     from melodyrt.bench.e2e_bench import e2e_check_notes

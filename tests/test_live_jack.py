@@ -185,3 +185,58 @@ def test_input_devices_rescans_when_portaudio_missed_the_jack_server(tmp_path):
     lines = out.splitlines()
     assert lines[0] == "as initialised: []", out     # what PortAudio alone sees: no JACK device
     assert lines[1].startswith("re-scanned: [") and lines[1] != "re-scanned: []", out + err
+
+
+class CueRecorder:
+    """A sink that also takes onset cues: records both in the order the worker delivers them."""
+
+    latency_samples = 0
+
+    def __init__(self) -> None:
+        self.events: list = []
+        self.closed = 0
+
+    def send(self, frame) -> None:  # noqa: ANN001
+        self.events.append(frame)
+
+    def cue(self, cue) -> None:  # noqa: ANN001
+        self.events.append(cue)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_onset_cues_reach_the_sinks_between_frames(jack_server, untrained_bundle, list_sink, tmp_path):
+    from melodyrt.bench.e2e_bench import make_signal
+    from melodyrt.bench.jack_probe import ProbeProcess
+    from melodyrt.rt.frames import OnsetCue, PitchFrame
+    from melodyrt.rt.source import AudioSource, SourceConfig, resolve_input
+    from melodyrt.rt.tracker import Tracker
+
+    cfg = SourceConfig(device="system", rate=RATE, blocksize=128)
+    device, rate = resolve_input(cfg)
+    tracker = Tracker(rate, untrained_bundle, backend="ort")
+    rec = CueRecorder()
+    source = AudioSource(tracker, [rec, list_sink], cfg, device)   # list_sink: frames only, no cue()
+    phrases_signal, phrases = make_signal(3, RATE, seed=5)
+    feeder = ProbeProcess(phrases_signal, tmp_path, name="melodyrt-cues")
+    try:
+        source.start()
+        feeder.capture()
+        feeder.play()
+        feeder.wait_done(phrases_signal.shape[0] / RATE + 5.0)
+        time.sleep(0.3)
+        stats = source.stop()
+        fed = feeder.finish()
+    finally:
+        feeder.close()
+        source.stop()
+    assert stats.sink_errors == 0 and fed.start_frame is not None
+    frames = [e for e in rec.events if isinstance(e, PitchFrame)]
+    cues = [(k, e) for k, e in enumerate(rec.events) if isinstance(e, OnsetCue)]
+    assert frames == list_sink.frames                  # the same frames to every sink
+    assert len(cues) == len(phrases) == 3              # one cue per sung onset, none in the rests
+    for k, c in cues:
+        assert sum(isinstance(e, PitchFrame) for e in rec.events[:k]) == c.index   # in stream order
+    heard = sorted(69 + 12 * np.log2(c.f0_hz / 440.0) for _, c in cues)
+    assert np.allclose(heard, sorted(p.first for p in phrases), atol=0.5)

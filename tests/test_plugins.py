@@ -83,6 +83,8 @@ class TruthTracker:
             self.index += 1
         return out
 
+    process_events = process   # frames only: this stand-in raises no onset cues
+
 
 def test_chain_from_yaml_runs_source_to_sinks(tmp_path: Path):
     out_csv, out_mid = tmp_path / "take.csv", tmp_path / "take.mid"
