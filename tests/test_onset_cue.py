@@ -251,3 +251,27 @@ def test_a_chain_with_a_source_hands_cues_to_the_sinks_that_take_them(untrained_
     cues = [e for e in rec.events if isinstance(e, OnsetCue)]
     assert len(cues) == 1 and abs(midi_of(cues[0].f0_hz) - 64) < 0.5
     assert n == len(plain.events) == len(rec.events) - 1 and chain.sink_errors == 0
+
+
+def test_live_sinks_take_fast_onset_from_the_flag_and_osc_follows_the_midi_settings(tmp_path):
+    import argparse
+
+    from melodyrt.rt.cli import build_parser
+    from melodyrt.rt.commands import _live_sinks, _settings
+
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text("midi:\n  onset_confidence: 0.8\n  cue_confirm_frames: 4\n")
+    args = build_parser().parse_args(["live", "--osc", "127.0.0.1:9", "--fast-onset", "--config", str(cfg)])
+    assert isinstance(args, argparse.Namespace) and args.fast_onset is True
+    (osc,) = _live_sinks(args, _settings(args.config)[2])
+    try:
+        notes = osc.notes.config
+        assert notes.fast_onset is True and notes.onset_confidence == 0.8 and notes.cue_confirm_frames == 4
+    finally:
+        osc.close()
+    plain = build_parser().parse_args(["live", "--osc", "127.0.0.1:9"])
+    (osc,) = _live_sinks(plain, None)
+    try:
+        assert osc.notes.config.fast_onset is False
+    finally:
+        osc.close()
