@@ -727,14 +727,12 @@ def offline_note_on(bundle: Any, signal: np.ndarray, phrases: list[Phrase], rate
     ons: list[float] = []  # input sample at which each note-on was decided
     cued: set[int] = set()  # indices into ons of the note-ons a cue started
     for e in res.events():
-        if isinstance(e, OnsetCue):
-            msgs, at = logic.cue(e), e.sample + tracker.cue_delay_samples
-        else:
-            msgs, at = logic.process(e), e.sample + tracker.delay_samples
+        is_cue = isinstance(e, OnsetCue)
+        msgs = logic.cue(e) if is_cue else logic.process(e)
         if any(m.type == "note_on" and m.velocity > 0 for m in msgs):
-            if isinstance(e, OnsetCue):
+            if is_cue:
                 cued.add(len(ons))
-            ons.append(at)
+            ons.append(e.sample + (tracker.cue_delay_samples if is_cue else tracker.delay_samples))
     ons_a = np.asarray(ons)
     decided = []
     by_cue = 0

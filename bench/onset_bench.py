@@ -52,6 +52,7 @@ from melodyrt.rt.bundle import ModelBundle, load_bundle
 from melodyrt.rt.frames import OnsetCue, PitchFrame
 from melodyrt.rt.midi_out import BEND_CENTRE, MidiConfig, MidiNoteLogic
 from melodyrt.rt.pitch import hz_to_midi
+from melodyrt.rt.tracker import merge_events
 
 from .accuracy_bench import ReplayEngine, conditions, load_tracks
 from .cfp_bench import machine_info, machine_line, save_figure
@@ -295,27 +296,24 @@ def replay(frames: Sequence[PitchFrame], config: MidiConfig, cues: Sequence[Onse
     held: tuple[int, float, int, bool] | None = None
     bend: dict[int, float] = {}   # per channel [semitones]
     channel = 0
-    c = 0
-    for k, f in enumerate(frames):
-        while c < len(cues) and cues[c].index <= f.index:
-            cue = cues[c]
-            c += 1
-            for m in logic.cue(cue):
-                if m.type == "note_on" and m.velocity > 0:
-                    held, channel = (m.note, cue.time + cue_shift, cue.index, False), m.channel
-                elif m.type == "pitchwheel":
-                    bend[m.channel] = m.pitch / BEND_CENTRE * config.bend_range
+    k = 0                         # frames replayed so far
+    for e in merge_events(frames, cues):
+        is_cue = isinstance(e, OnsetCue)
+        t = e.time + cue_shift if is_cue else e.time
         off_here = False
-        for m in logic.process(f):
+        for m in (logic.cue(e) if is_cue else logic.process(e)):
             if m.type == "note_off" and held is not None:
-                notes.append(Note(held[0], held[1], f.time, held[2], f.index, held[3]))
+                notes.append(Note(held[0], held[1], t, held[2], e.index, held[3]))
                 held, off_here = None, True
             elif m.type == "note_on" and m.velocity > 0:
-                held, channel = (m.note, f.time, f.index, off_here), m.channel
+                held, channel = (m.note, t, e.index, off_here), m.channel
             elif m.type == "pitchwheel":
                 bend[m.channel] = m.pitch / BEND_CENTRE * config.bend_range
+        if is_cue:
+            continue
         if held is not None:
             sounding[k] = held[0] + bend.get(channel, 0.0)
+        k += 1
     if held is not None and frames:
         notes.append(Note(held[0], held[1], frames[-1].time, held[2], frames[-1].index, held[3], closed=True))
     logic.stop()

@@ -384,15 +384,11 @@ class MidiNoteLogic:
         if (not cfg.fast_onset or self.held is not None or self._voiced_run
                 or self._rest + 1 < cfg.onset_rest_frames):
             return []
-        if not (cue.f0_hz > 0 and math.isfinite(cue.f0_hz)):
-            return []
-        midi = hz_to_midi(cue.f0_hz)
-        if not cfg.lowest_note - 0.5 <= midi < cfg.highest_note + 0.5:
+        midi = self._note_pitch(cue.f0_hz)
+        if midi is None:
             return []
         out: list[mido.Message] = [] if self.started else self.start(cue.time)
-        if cfg.reannounce_s is not None and cue.time - self._header_time >= cfg.reannounce_s:
-            out += self.start(cue.time)
-        out += self._note_on(midi, cfg.velocity(cue.loudness_db), cue.loudness_db)
+        out += self._onset(midi, cfg.velocity(cue.loudness_db), cue.loudness_db, cue.time)
         self._cued = cfg.cue_confirm_frames
         return out
 
@@ -437,9 +433,7 @@ class MidiNoteLogic:
             confident = (cfg.onset_confidence is not None and frame.confidence >= cfg.onset_confidence
                          and self._rest >= cfg.onset_rest_frames)
             if confident or self._voiced_run >= cfg.onset_frames:
-                if cfg.reannounce_s is not None and frame.time - self._header_time >= cfg.reannounce_s:
-                    out += self.start(frame.time)
-                out += self._note_on(midi, cfg.velocity(self._onset_db), frame.loudness_db)
+                out += self._onset(midi, cfg.velocity(self._onset_db), frame.loudness_db, frame.time)
             return out
 
         self.age += 1
@@ -479,15 +473,25 @@ class MidiNoteLogic:
     # -- helpers --------------------------------------------------------------------------
 
     def _voiced_pitch(self, frame: PitchFrame) -> float | None:
+        if not frame.voiced or frame.confidence < self.config.min_confidence:
+            return None
+        return self._note_pitch(frame.f0_hz)
+
+    def _note_pitch(self, f0_hz: float) -> float | None:
+        """Fractional MIDI note of ``f0_hz`` when it is a pitch inside the note range, else None."""
         cfg = self.config
-        if not frame.voiced or not frame.f0_hz > 0 or not math.isfinite(frame.f0_hz):
+        if not f0_hz > 0 or not math.isfinite(f0_hz):
             return None
-        if frame.confidence < cfg.min_confidence:
-            return None
-        midi = hz_to_midi(frame.f0_hz)
+        midi = hz_to_midi(f0_hz)
         if not cfg.lowest_note - 0.5 <= midi < cfg.highest_note + 0.5:
             return None
         return midi
+
+    def _onset(self, midi: float, velocity: int, loudness_db: float, time_s: float) -> list[mido.Message]:
+        """A note started from silence: the header again first when ``reannounce_s`` is due."""
+        cfg = self.config
+        due = cfg.reannounce_s is not None and time_s - self._header_time >= cfg.reannounce_s
+        return (self.start(time_s) if due else []) + self._note_on(midi, velocity, loudness_db)
 
     def _note_on(self, midi: float, velocity: int, loudness_db: float) -> list[mido.Message]:
         cfg = self.config

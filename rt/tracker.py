@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -46,7 +46,7 @@ from .decode import Decoder, DecoderConfig
 from .engine import Engine, create_engine
 from .errors import AudioInputError
 from .frames import OnsetCue, PitchFrame
-from .onset_cue import CueConfig, OnsetCueDetector
+from .onset_cue import Cue, CueConfig, OnsetCueDetector
 from .resample import StreamingResampler, check_rate
 
 #: Largest piece of a block processed at once [input samples]; bigger blocks are split
@@ -487,9 +487,11 @@ class Tracker:
             ta = clock()
             piece = y[i : i + take]
             if self.cue is not None:
+                # the detector sees every sample even when nobody takes cues (process()), so
+                # process_events() after it raises the same cues as a stream that only used it
                 for c in self.cue.process(piece):
                     if cues is not None:
-                        cues.append(self._cue(c.newest, c.f0_hz, c.periodicity, c.level_db))
+                        cues.append(self._cue(c))
             frames = cfp.process(piece)
             i += take
             if frames.shape[0] == 0:
@@ -538,10 +540,10 @@ class Tracker:
         ms = total / m
         return 10.0 * math.log10(ms) if ms > 1e-12 else SILENCE_DB
 
-    def _cue(self, newest: int, f0_hz: float, periodicity: float, level_db: float) -> OnsetCue:
-        position = (newest - self.resampler.latency_samples - self.cue.latency_samples) * self._ratio
+    def _cue(self, c: Cue) -> OnsetCue:
+        position = (c.newest - self.resampler.latency_samples - self.cue.latency_samples) * self._ratio
         sample = int(math.floor(position - self.pre_delay_samples + 0.5))
-        return OnsetCue(self.frames_emitted, sample, sample / self.input_rate, f0_hz, periodicity, level_db)
+        return OnsetCue(self.frames_emitted, sample, sample / self.input_rate, c.f0_hz, c.periodicity, c.level_db)
 
     def _frame(self, f0_hz: float, voiced: bool, confidence: float) -> PitchFrame:
         k = self.frames_emitted
@@ -591,16 +593,21 @@ class Transcription:
         return self.n_samples / self.rate
 
     def events(self) -> list[PitchFrame | OnsetCue]:
-        """Frames and cues in stream order, as :meth:`Tracker.process_events` gave them (a cue
-        before the frame numbered ``cue.index``)."""
-        out: list[PitchFrame | OnsetCue] = []
-        cues, k = self.cues, 0
-        for f in self.frames:
-            while k < len(cues) and cues[k].index <= f.index:
-                out.append(cues[k])
-                k += 1
-            out.append(f)
-        return out + cues[k:]
+        """Frames and cues in stream order, as :meth:`Tracker.process_events` gave them."""
+        return merge_events(self.frames, self.cues)
+
+
+def merge_events(frames: Sequence[PitchFrame], cues: Sequence[OnsetCue]) -> list[PitchFrame | OnsetCue]:
+    """Frames and cues of one stream in stream order: each cue before the frame numbered
+    ``cue.index`` (the order :meth:`Tracker.process_events` emits them in)."""
+    out: list[PitchFrame | OnsetCue] = []
+    k = 0
+    for f in frames:
+        while k < len(cues) and cues[k].index <= f.index:
+            out.append(cues[k])
+            k += 1
+        out.append(f)
+    return out + list(cues[k:])
 
 
 def transcribe_signal(
